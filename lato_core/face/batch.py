@@ -1,0 +1,58 @@
+"""Batch-level face functions on ComfyUI-shaped tensors: IMAGE (B, H, W, C) float, MASK (B, H, W).
+
+Faces travel as a flat list of FaceLandmarks, each tagged with the batch index of its image.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .detect import DetectOptions, detect_and_select
+from .draw import draw_landmarks
+from .landmarks import FaceLandmarks
+from .regions import parse_region_names, region_mask
+
+
+def detect_batch(images: torch.Tensor, options: DetectOptions, selection: str, index: int, order: str) -> list[FaceLandmarks]:
+    return detect_and_select(list(images), options, selection, index, order)
+
+
+def faces_of(faces: list[FaceLandmarks], image_index: int) -> list[FaceLandmarks]:
+    return [f for f in faces if f.image_index == image_index]
+
+
+def batch_count(faces: list[FaceLandmarks], images: torch.Tensor | None = None) -> int:
+    if images is not None:
+        return images.shape[0]
+    return max((f.image_index for f in faces), default=0) + 1
+
+
+def draw_batch(faces: list[FaceLandmarks], images: torch.Tensor | None = None, radius: float | None = None,
+               lines: bool = True, numbers: bool = False) -> torch.Tensor:
+    """(B, H, W, 3) drawings; over `images` when given, else on black canvases of the landmarks' size."""
+    pictures = []
+    for i in range(batch_count(faces, images)):
+        mine = faces_of(faces, i)
+        base = images[i] if images is not None else None
+        size = mine[0].image_size if mine else (faces[0].image_size if faces else None)
+        pictures.append(draw_landmarks(mine, base, size=size, radius=radius, lines=lines, numbers=numbers))
+    return torch.from_numpy(np.stack(pictures)).float() / 255.0
+
+
+def mask_batch(faces: list[FaceLandmarks], regions: str, grow: float = 0.0, hull: bool = False,
+               feather: float = 0.0, num_images: int | None = None) -> torch.Tensor:
+    """(B, H, W) masks of the named regions, one per image (all of its faces together)."""
+    names = parse_region_names(regions)
+    count = num_images or batch_count(faces)
+    size = faces[0].image_size
+    masks = [region_mask(faces_of(faces, i), names, size, grow, hull, feather) if faces_of(faces, i)
+             else np.zeros((size[1], size[0]), np.float32) for i in range(count)]
+    return torch.from_numpy(np.stack(masks))
+
+
+def mask_preview(masks: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+    """The mask in red over the image (or over black)."""
+    base = images[..., :3] * 0.6 if images is not None else torch.zeros(*masks.shape, 3)
+    red = torch.tensor([1.0, 0.15, 0.1])
+    m = masks[..., None]
+    return (base * (1 - 0.6 * m) + 0.6 * m * red).clamp(0, 1)

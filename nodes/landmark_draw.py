@@ -1,0 +1,27 @@
+from lato_core.face.batch import draw_batch
+
+from .common import CATEGORY, LANDMARKS
+
+
+class FaceEditDrawLandmarks:
+    """Draw 68 landmarks in the LaTo release's colours, over a photo or on black."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "landmarks": (LANDMARKS, {"tooltip": "Landmarks to draw."}),
+            "lines": ("BOOLEAN", {"default": True, "tooltip": "Connect the points of each feature (eye and lip outlines closed)."}),
+            "numbers": ("BOOLEAN", {"default": False, "tooltip": "Write each point's iBUG-68 index next to it."}),
+            "radius": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 32.0, "step": 0.5, "tooltip":
+                "Dot radius in pixels; 0 = 4 px per 512 px, as the release draws."}),
+        }, "optional": {
+            "image": ("IMAGE", {"tooltip": "Draw over this image; leave empty for a black canvas of the landmarks' size."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+
+    def draw(self, landmarks, lines, numbers, radius, image=None):
+        return (draw_batch(landmarks, image, radius or None, lines, numbers),)

@@ -1,0 +1,56 @@
+"""The main job: run the example workflows in a real ComfyUI on the bundled portrait, save what they make.
+
+python scripts/run_demo.py [--out outputs/demo] [--image my_photo.jpg]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts.build_workflows import SAMPLE_IMAGE, WORKFLOWS  # noqa: E402
+from scripts.comfy_server import PACK_DIR, ComfyServer, execution_error  # noqa: E402
+from scripts.workflow_api import ui_to_api  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(PACK_DIR / "outputs" / "demo"), help="folder for the results")
+    parser.add_argument("--image", default=str(PACK_DIR / "assets" / "portrait.jpg"), help="portrait to edit")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed = False
+    with ComfyServer() as server:
+        server.add_input_file(args.image, SAMPLE_IMAGE)
+        info = server.object_info()
+        for name in WORKFLOWS:
+            workflow = json.loads((PACK_DIR / "workflows" / name).read_text())
+            started = time.time()
+            entry = server.run(ui_to_api(workflow, info))
+            error = execution_error(entry)
+            if error:
+                print(f"{name}: FAILED in node {error.get('node_type')}: {error.get('exception_message')}")
+                failed = True
+                continue
+            stem = Path(name).stem
+            for node_outputs in entry["outputs"].values():
+                for kind in ("images", "landmarks_json"):
+                    for item in node_outputs.get(kind, []):
+                        if item.get("type") != "output":
+                            continue
+                        target = out / stem / item["filename"]
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(server.output_path(item), target)
+                        print(f"  wrote {target}")
+            print(f"{name}: ok in {time.time() - started:.1f} s")
+    print(f"results in {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Converting between ComfyUI's UI workflow format (what users open) and the API format (/prompt).
+
+Both directions read the widget order from /object_info: a node's widgets_values follow its required,
+then optional, inputs that are widgets; a seed widget with control_after_generate and an image input
+with image_upload carry one extra value each.
+"""
+from __future__ import annotations
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+def _options(spec) -> dict:
+    return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+
+def widget_inputs(info: dict) -> list[tuple[str, list]]:
+    inputs = info["input"]
+    ordered = list(inputs.get("required", {}).items()) + list(inputs.get("optional", {}).items())
+    order = info.get("input_order")
+    if order:  # the server's own order, where it says it
+        names = order.get("required", []) + order.get("optional", [])
+        lookup = dict(ordered)
+        ordered = [(n, lookup[n]) for n in names if n in lookup]
+    return [(name, spec) for name, spec in ordered if _is_widget(spec)]
+
+
+def _extra_slots(spec) -> int:
+    opts = _options(spec)
+    return int(bool(opts.get("control_after_generate"))) + int(bool(opts.get("image_upload")))
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """API prompt from a UI workflow; notes and other frontend-only nodes are left out."""
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt = {}
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        if kind not in object_info or node.get("mode", 0) in (2, 4):
+            continue
+        info = object_info[kind]
+        values = node.get("widgets_values") or []
+        inputs = {}
+        if isinstance(values, dict):
+            inputs.update({k: v for k, v in values.items() if k in dict(widget_inputs(info))})
+        else:
+            i = 0
+            for name, spec in widget_inputs(info):
+                if i < len(values):
+                    inputs[name] = values[i]
+                i += 1 + _extra_slots(spec)
+        for slot in node.get("inputs", []):
+            link_id = slot.get("link")
+            if link_id is None:
+                continue
+            _, origin, origin_slot, *_ = links[link_id]
+            inputs[slot["name"]] = [str(origin), origin_slot]
+        prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs}
+    return prompt
+
+
+def build_ui(nodes: list[dict], object_info: dict, title: str = "") -> dict:
+    """A UI workflow from a short description.
+
+    Each entry: {"id", "type", "pos": [x, y], "widgets": {name: value}, "links": {input: (from_id, slot)},
+    "size": [w, h] optional, "title" optional}. Widgets not given take their object_info default.
+    """
+    ui_nodes, ui_links = [], []
+    by_id = {n["id"]: n for n in nodes}
+    outgoing: dict[tuple[int, int], list[int]] = {}
+    link_id = 0
+    pending = []
+    for n in nodes:
+        for name, (origin, slot) in n.get("links", {}).items():
+            link_id += 1
+            out_type = object_info[by_id[origin]["type"]]["output"][slot]
+            pending.append((link_id, origin, slot, n["id"], name, out_type))
+            outgoing.setdefault((origin, slot), []).append(link_id)
+    for order, n in enumerate(nodes):
+        info = object_info[n["type"]]
+        widgets = dict(widget_inputs(info))
+        values = []
+        for name, spec in widget_inputs(info):
+            value = n.get("widgets", {}).get(name, _options(spec).get("default"))
+            if value is None and isinstance(spec[0], list):
+                value = spec[0][0]
+            values.append(value)
+            if _options(spec).get("control_after_generate"):
+                values.append("fixed")
+            if _options(spec).get("image_upload"):
+                values.append("image")
+        inputs = []
+        all_inputs = list(info["input"].get("required", {}).items()) + list(info["input"].get("optional", {}).items())
+        for name, spec in all_inputs:
+            linked = [p for p in pending if p[3] == n["id"] and p[4] == name]
+            if name in widgets and not linked:
+                continue
+            entry = {"name": name, "type": spec[0] if isinstance(spec[0], str) else "COMBO",
+                     "link": linked[0][0] if linked else None}
+            if name in widgets:
+                entry["widget"] = {"name": name}
+            inputs.append(entry)
+        outputs = [{"name": out_name, "type": out_type, "links": outgoing.get((n["id"], slot), []), "slot_index": slot}
+                   for slot, (out_name, out_type) in enumerate(zip(info["output_name"], info["output"]))]
+        node = {"id": n["id"], "type": n["type"], "pos": n["pos"], "size": n.get("size", [320, 260]), "flags": {},
+                "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
+                "properties": {"Node name for S&R": n["type"]}, "widgets_values": values}
+        if "title" in n:
+            node["title"] = n["title"]
+        ui_nodes.append(node)
+    for lid, origin, slot, target, name, out_type in pending:
+        target_slot = next(i for i, s in enumerate(next(u for u in ui_nodes if u["id"] == target)["inputs"]) if s["name"] == name)
+        ui_links.append([lid, origin, slot, target, target_slot, out_type])
+    return {"last_node_id": max(by_id), "last_link_id": link_id, "nodes": ui_nodes, "links": ui_links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
+            "version": 0.4}
