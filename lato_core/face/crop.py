@@ -159,7 +159,10 @@ def stitch_faces(images: torch.Tensor, crops: torch.Tensor, transforms: list[Cro
         photo = out[t.image_index]
         weight = border_feather(s, feather, crops.device)
         if masks is not None:
-            weight = weight * masks[min(i, masks.shape[0] - 1)].to(weight)
+            mask = masks[min(i, masks.shape[0] - 1)].to(weight)
+            if mask.shape != weight.shape:
+                mask = F.interpolate(mask[None, None], size=(s, s), mode="bilinear")[0, 0]
+            weight = weight * mask
         edited = _to_bchw(crop[None])[0].to(photo.dtype)
         if colour_match > 0 or mode == "keep_detail":
             original, _ = warp_affine(_to_bchw(images[t.image_index][None]), t.matrix, (s, s))
