@@ -37,3 +37,14 @@ def hopper(hopper_rgb) -> torch.Tensor:
 def astronaut_face(astronaut):
     from lato_core.face.detect import detect_faces
     return detect_faces(astronaut[0])[0]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """A real ComfyUI with this pack loaded, on loopback; stopped (by process group) after the module."""
+    from scripts.comfy_server import ComfyServer
+
+    server = ComfyServer(tmp_path_factory.mktemp("comfy"))
+    server.start()
+    yield server
+    server.stop()

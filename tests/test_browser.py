@@ -1,0 +1,84 @@
+"""The real ComfyUI frontend in headless Chromium: every example workflow loads, one runs from the UI."""
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts.build_workflows import SAMPLE_IMAGE
+from scripts.comfy_server import PACK_DIR
+
+pytestmark = [pytest.mark.comfy, pytest.mark.browser]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+SCREENSHOTS = PACK_DIR / "outputs" / "test-screenshots"
+
+
+@pytest.fixture(scope="module")
+def page(comfy):
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM) or (PACK_DIR / CHROMIUM).exists(), "Chromium is missing: run scripts/install.sh"
+    comfy.add_input_file(PACK_DIR / "assets" / "portrait.jpg", SAMPLE_IMAGE)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # Nothing but the local server: the frontend's calls to outside hosts are refused here.
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(comfy.url) else route.abort())
+        page.goto(comfy.url, wait_until="networkidle")
+        page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+        yield page
+        browser.close()
+
+
+def _load(page, workflow: dict):
+    page.evaluate("wf => window.app.loadGraphData(wf)", workflow)
+    page.wait_for_function(f"window.app.graph._nodes.length === {len(workflow['nodes'])}", timeout=30_000)
+
+
+def _fit_and_shoot(page, path):
+    page.evaluate("window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    time.sleep(1.5)
+    page.screenshot(path=str(path))
+    return np.asarray(Image.open(path).convert("HSV")).astype(np.int16)
+
+
+def _colourful_pixels(hsv) -> int:
+    return int(((hsv[..., 1] > 90) & (hsv[..., 2] > 80)).sum())
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_loads_with_no_missing_node_type(page, path):
+    workflow = json.loads(path.read_text())
+    _load(page, workflow)
+    nodes = page.evaluate("window.app.graph._nodes.map(n => [n.type, !!window.LiteGraph.registered_node_types[n.type]])")
+    missing = [t for t, known in nodes if not known]
+    assert not missing, f"{path.name}: unknown node types {missing}"
+    assert sorted(t for t, _ in nodes) == sorted(n["type"] for n in workflow["nodes"])
+
+
+def test_example_runs_from_the_ui_and_shows_its_previews(page, comfy, tmp_path):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    _load(page, json.loads((PACK_DIR / "workflows" / "face_landmarks_crop_stitch.json").read_text()))
+    before = _fit_and_shoot(page, SCREENSHOTS / "before_run.png")
+    done_before = len(comfy.get("/history"))
+    page.evaluate("window.app.queuePrompt(0, 1)")
+    deadline = time.time() + 180
+    while time.time() < deadline and len(comfy.get("/history")) == done_before:
+        time.sleep(0.5)
+    history = comfy.get("/history")
+    assert len(history) == done_before + 1, "the UI did not queue the workflow"
+    assert list(history.values())[-1]["status"]["status_str"] == "success"
+    page.wait_for_function(
+        "window.app.graph._nodes.filter(n => n.imgs && n.imgs.length && n.imgs[0].naturalWidth > 0).length >= 5",
+        timeout=30_000)
+    shown = page.evaluate(
+        "window.app.graph._nodes.filter(n => n.imgs && n.imgs[0] && n.imgs[0].naturalWidth > 0).map(n => n.type)")
+    assert {"FaceEditDetectLandmarks", "FaceEditRegionMask", "SaveImage"} <= set(shown)
+    after = _fit_and_shoot(page, SCREENSHOTS / "after_run.png")
+    # The previews (an orange space suit, the red mask, coloured landmarks) fill the screenshot with colour.
+    assert _colourful_pixels(after) > _colourful_pixels(before) + 20_000
