@@ -1,6 +1,6 @@
 from lato_core.face.crop import STITCH_MODES, crop_faces, stitch_faces
 
-from .common import CATEGORY, CROP_INFO, LANDMARKS
+from .common import CATEGORY, CROP_INFO, LANDMARKS, preview
 
 
 class FaceEditCrop:
@@ -32,7 +32,7 @@ class FaceEditCrop:
 
     def crop(self, image, landmarks, size, scale, offset_x, offset_y, align_roll):
         crops, transforms, crop_landmarks = crop_faces(image, landmarks, size, scale, offset_x, offset_y, align_roll)
-        return (crops, crop_landmarks, transforms)
+        return {"ui": preview(crops, "face_crop"), "result": (crops, crop_landmarks, transforms)}
 
 
 class FaceEditStitch:

@@ -1,6 +1,6 @@
 from lato_core.face.batch import draw_batch
 
-from .common import CATEGORY, LANDMARKS
+from .common import CATEGORY, LANDMARKS, preview
 
 
 class FaceEditDrawLandmarks:
@@ -24,4 +24,5 @@ class FaceEditDrawLandmarks:
     CATEGORY = CATEGORY
 
     def draw(self, landmarks, lines, numbers, radius, image=None):
-        return (draw_batch(landmarks, image, radius or None, lines, numbers),)
+        drawn = draw_batch(landmarks, image, radius or None, lines, numbers)
+        return {"ui": preview(drawn, "landmarks_drawn"), "result": (drawn,)}

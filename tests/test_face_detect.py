@@ -121,3 +121,14 @@ def test_a_6000x4000_photo_is_detected_on_a_copy_and_fitted_at_full_resolution(a
     expected = astronaut_face.points * 4 + np.array([2000 + 1.5, 1000 + 1.5])
     err = np.linalg.norm(faces[0].points - expected, axis=1)
     assert np.median(err) < 0.04 * astronaut_face.interocular() * 4
+
+
+def test_dlib_cnn_finds_the_small_face_hog_misses():
+    from skimage import data
+    faces = detect_faces(data.camera(), DetectOptions("dlib_cnn", upsample=0))
+    assert len(faces) == 1 and faces[0].backend == "dlib_cnn"
+    mp_box = np.array(detect_faces(data.camera(), DetectOptions("mediapipe"))[0].box)
+    box = np.array(faces[0].box)
+    inter = np.prod(np.clip(np.minimum(box[2:], mp_box[2:]) - np.maximum(box[:2], mp_box[:2]), 0, None))
+    union = np.prod(box[2:] - box[:2]) + np.prod(mp_box[2:] - mp_box[:2]) - inter
+    assert inter / union > 0.5  # the same face (the camera hides one eye, so the points themselves differ)
