@@ -1,0 +1,167 @@
+"""FLUX autoencoder for LaTo: pixels (B, H, W, 3) in 0..1 <-> normalised latents (B, 16, H/8, W/8).
+
+The sampler works on normalised latents z_n = (z - shift) * scale (scale 0.3611, shift 0.1159), z being the
+posterior mean (default) or a posterior sample. Two back-ends give the same interface:
+- FluxVAE: diffusers AutoencoderKL loaded from a BFL-key vae.safetensors (encoder.*, decoder.*), keys converted
+  by diffusers' own convert_ldm_vae_checkpoint and checked strictly (errors name the file and the keys).
+- ComfyVAELatents: any object shaped like ComfyUI's VAE (encode(pixels BHWC 0..1) -> latent, decode(latent) ->
+  pixels BHWC 0..1). ComfyUI's VAE.encode returns the RAW latent (posterior mode) and VAE.decode expects one;
+  ComfyUI applies FLUX's scale/shift in the model's latent_format, not in the VAE, so the adapter applies them.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import FaceEditError, ImageFormatError
+
+FLUX_VAE_SCALE = 0.3611
+FLUX_VAE_SHIFT = 0.1159
+FLUX_AUTOENCODER_CONFIG = {  # FLUX.1 ae: ch 128, ch_mult (1, 2, 4, 4), 2 res blocks, z 16, no quant convs
+    "in_channels": 3, "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "act_fn": "silu",
+    "latent_channels": 16, "norm_num_groups": 32, "sample_size": 1024,
+    "scaling_factor": FLUX_VAE_SCALE, "shift_factor": FLUX_VAE_SHIFT,
+    "use_quant_conv": False, "use_post_quant_conv": False,
+}
+WRAPPER_PREFIXES = ("first_stage_model.", "vae.", "ae.")
+
+
+class VAEFileError(FaceEditError):
+    pass
+
+
+def _pixels_bchw(pixels: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) or (H, W, 3) in 0..1 -> (B, 3, H, W) in -1..1; an alpha channel is dropped."""
+    if pixels.ndim == 3:
+        pixels = pixels[None]
+    if pixels.ndim != 4 or pixels.shape[-1] not in (3, 4):
+        raise ImageFormatError(f"expected an image (B, H, W, 3) with values 0..1, got shape {tuple(pixels.shape)}")
+    return pixels[..., :3].movedim(-1, 1) * 2.0 - 1.0
+
+
+class FluxVAE:
+    """diffusers AutoencoderKL plus the latent normalisation (scale/shift from its config)."""
+
+    def __init__(self, autoencoder, scale: float | None = None, shift: float | None = None):
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        config = autoencoder.config
+        self.scale = float(scale if scale is not None else config.scaling_factor)
+        self.shift = float(shift if shift is not None else (config.shift_factor or 0.0))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.autoencoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.autoencoder.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, *, sample: bool = False,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pixels (B, H, W, 3) 0..1 -> (z - shift) * scale, fp32; z = posterior mean, or a sample if asked."""
+        x = _pixels_bchw(pixels).to(device=self.device, dtype=self.dtype)
+        posterior = self.autoencoder.encode(x).latent_dist
+        z = posterior.sample(generator) if sample else posterior.mean
+        return (z.float() - self.shift) * self.scale
+
+    @torch.no_grad()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalised latent (B, 16, h, w) -> pixels (B, 8h, 8w, 3) in 0..1, fp32."""
+        z = latent.float() / self.scale + self.shift
+        image = self.autoencoder.decode(z.to(device=self.device, dtype=self.dtype)).sample
+        return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+
+class ComfyVAELatents:
+    """Adapter over a ComfyUI-shaped VAE (duck-typed). Applies (z - shift) * scale after encode and the inverse
+    before decode, because ComfyUI's VAE works on raw latents. latent_is_normalised=True skips that for an
+    object that already returns normalised latents. ComfyUI encodes with the posterior mode (= mean)."""
+
+    def __init__(self, vae, scale: float = FLUX_VAE_SCALE, shift: float = FLUX_VAE_SHIFT,
+                 latent_is_normalised: bool = False):
+        self.vae, self.scale, self.shift = vae, scale, shift
+        self.latent_is_normalised = latent_is_normalised
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        z = self.vae.encode(pixels[..., :3]).float()
+        return z if self.latent_is_normalised else (z - self.shift) * self.scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        z = latent.float() if self.latent_is_normalised else latent.float() / self.scale + self.shift
+        return self.vae.decode(z).float()
+
+
+def as_latent_codec(vae) -> FluxVAE | ComfyVAELatents:
+    """FluxVAE / AutoencoderKL / anything with encode and decode -> an object with the normalised-latent API."""
+    if isinstance(vae, (FluxVAE, ComfyVAELatents)):
+        return vae
+    from diffusers import AutoencoderKL
+    if isinstance(vae, AutoencoderKL):
+        return FluxVAE(vae)
+    if callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None)):
+        return ComfyVAELatents(vae)
+    raise TypeError(f"{type(vae).__name__} is not a VAE: it needs encode(pixels) and decode(latent)")
+
+
+def load_flux_vae(path: str | os.PathLike, *, config: dict | None = None, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> FluxVAE:
+    """Load a FLUX autoencoder in BFL keys (e.g. LaTo's lato/vae.safetensors or FLUX.1's ae.safetensors)."""
+    from safetensors.torch import load_file
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VAEFileError(f"VAE file not found: {path}. Download lato/vae.safetensors from the LaTo release "
+                           "and put it in ComfyUI's models/vae/ folder.")
+    try:
+        state = load_file(path)
+    except Exception as error:  # safetensors raises its own error types
+        raise VAEFileError(f"cannot read {path} as safetensors: {error}") from error
+    autoencoder = autoencoder_from_bfl_state(state, config, source=path)
+    return FluxVAE(autoencoder.to(device=device, dtype=dtype))
+
+
+def autoencoder_from_bfl_state(state: dict[str, torch.Tensor], config: dict | None = None,
+                               source: str = "the VAE state dict"):
+    """AutoencoderKL (FLUX config unless `config`) with weights from a BFL/LDM-key state dict, strictly checked.
+    A state dict already in diffusers keys (encoder.down_blocks.*) is taken as is."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    config = dict(FLUX_AUTOENCODER_CONFIG if config is None else config)
+    state = _strip_wrapper_prefix(state)
+    if not any(key.startswith(("encoder.", "decoder.")) for key in state):
+        raise VAEFileError(f"{source} has no encoder.* / decoder.* keys, so it is not a FLUX VAE "
+                           f"(first keys: {sorted(state)[:5]}). Pick the vae.safetensors of the LaTo release.")
+    diffusers_layout = any(".down_blocks." in key or ".up_blocks." in key for key in state)
+    converted = dict(state) if diffusers_layout else convert_ldm_vae_checkpoint(state, config)
+
+    autoencoder = AutoencoderKL(**config)
+    expected = autoencoder.state_dict()
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    wrong_shape = [f"{key} {tuple(converted[key].shape)} (expected {tuple(expected[key].shape)})"
+                   for key in sorted(set(expected) & set(converted)) if converted[key].shape != expected[key].shape]
+    ignored = len(state) - len(converted)
+    if missing or unexpected or wrong_shape or ignored > 0:
+        lines = [f"{source} does not match the FLUX autoencoder ({config['latent_channels']} latent channels, "
+                 f"blocks {tuple(config['block_out_channels'])}); keys below in diffusers names:"]
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                lines.append(f"  {len(keys)} {label}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
+        if ignored > 0:
+            lines.append(f"  {ignored} keys were not recognised by the BFL->diffusers key conversion")
+        lines.append("Use lato/vae.safetensors from the LaTo release (or FLUX.1's ae.safetensors).")
+        raise VAEFileError("\n".join(lines))
+    autoencoder.load_state_dict({key: converted[key].float() for key in expected}, strict=True)
+    return autoencoder.eval().requires_grad_(False)
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            return {key[len(prefix):]: value for key, value in state.items()}
+    return state
