@@ -1,0 +1,220 @@
+"""Step1X-Edit's Qwen connector: Qwen2.5-VL hidden states -> text tokens for txt_in and the pooled vector y.
+
+Parameter names equal the release's connector.* keys (prefix removed), e.g. S.input_embedder.weight,
+S.individual_token_refiner.blocks.0.self_attn_qkv.weight, global_proj_out.weight, scale_factor.
+
+pooled(x, mask) = global_proj_out(masked_mean(x) * (1 + bf16(scale_factor)))   # t-independent
+tokens(x, t, mask): token refiner conditioned on c = t_embedder(t) + c_embedder(masked_mean(x)), where t is the
+flow time in [0, 1] of the current step, NOT multiplied by 1000 (the DiT's own time_in does that), so the
+tokens must be recomputed at every sampling step.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import FaceEditError
+
+CONNECTOR_PREFIX = "connector."
+WRAPPER_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+
+
+class ConnectorLoadError(FaceEditError):
+    """Connector weights that do not fit; the message lists what is missing, extra or mis-shaped."""
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    in_dim: int = 3584            # Qwen2.5-VL-7B hidden size
+    hidden_size: int = 4096       # refiner width = DiT context_in_dim
+    num_heads: int = 32
+    depth: int = 2
+    mlp_ratio: float = 4.0
+    pooled_dim: int = 768         # DiT vec_in_dim
+    timestep_freq_dim: int = 256
+
+    @classmethod
+    def release(cls) -> "ConnectorConfig":
+        return cls()
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features [cos | sin] of t as given (no 1000 factor), fp32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(features, (0, 1)) if dim % 2 else features
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, hidden: int, freq_dim: int):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+
+
+class TextProjection(nn.Module):
+    def __init__(self, in_dim: int, hidden: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, hidden)
+        self.act_1 = nn.SiLU()
+        self.linear_2 = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act_1(self.linear_1(x)))
+
+
+class RefinerMLP(nn.Module):
+    def __init__(self, hidden: int, mlp_hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, mlp_hidden)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Linear(mlp_hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class IndividualTokenRefinerBlock(nn.Module):
+    """Pre-LN self-attention + MLP, each residual scaled by a gate from c (adaLN, gates only; no QK norm)."""
+
+    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(hidden, eps=1e-6)
+        self.self_attn_qkv = nn.Linear(hidden, 3 * hidden)
+        self.self_attn_proj = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden, eps=1e-6)
+        self.mlp = RefinerMLP(hidden, int(hidden * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        gate_attn, gate_mlp = self.adaLN_modulation(c).chunk(2, dim=-1)
+        batch, length, _ = x.shape
+        q, k, v = self.self_attn_qkv(self.norm1(x)).view(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        x = x + gate_attn[:, None] * self.self_attn_proj(attn.transpose(1, 2).reshape(batch, length, -1))
+        return x + gate_mlp[:, None] * self.mlp(self.norm2(x))
+
+
+class IndividualTokenRefiner(nn.Module):
+    def __init__(self, hidden: int, num_heads: int, depth: int, mlp_ratio: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(IndividualTokenRefinerBlock(hidden, num_heads, mlp_ratio) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        attn_mask = None
+        if mask is not None:
+            valid = mask.to(device=x.device, dtype=torch.bool)
+            attn_mask = (valid[:, None, :, None] & valid[:, None, None, :]).clone()
+            attn_mask[..., 0] = True  # every query (padding too) may attend to key 0: no empty softmax rows
+        for block in self.blocks:
+            x = block(x, c, attn_mask)
+        return x
+
+
+class SingleTokenRefiner(nn.Module):
+    def __init__(self, cfg: ConnectorConfig):
+        super().__init__()
+        self.input_embedder = nn.Linear(cfg.in_dim, cfg.hidden_size)
+        self.t_embedder = TimestepEmbedder(cfg.hidden_size, cfg.timestep_freq_dim)
+        self.c_embedder = TextProjection(cfg.in_dim, cfg.hidden_size)
+        self.individual_token_refiner = IndividualTokenRefiner(cfg.hidden_size, cfg.num_heads, cfg.depth,
+                                                               cfg.mlp_ratio)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        context = x.mean(dim=1) if mask is None else masked_mean(x, mask)
+        c = self.t_embedder(t) + self.c_embedder(context)
+        return self.individual_token_refiner(self.input_embedder(x), c, mask)
+
+
+class Qwen2Connector(nn.Module):
+    def __init__(self, config: ConnectorConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or ConnectorConfig.release()
+        self.S = SingleTokenRefiner(cfg)
+        self.global_proj_out = nn.Linear(cfg.in_dim, cfg.pooled_dim)
+        self.scale_factor = nn.Parameter(torch.full((1,), -(1 - 0.09)))  # release init; the checkpoint overrides
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.global_proj_out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.global_proj_out.weight.device
+
+    def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, in_dim), (B, L) -> y (B, pooled_dim). The scale is rounded to bf16 as in the release."""
+        x = x.to(device=self.device, dtype=self.dtype)
+        scale = (1 + self.scale_factor.to(torch.bfloat16)).to(x.dtype)
+        return self.global_proj_out(masked_mean(x, mask.to(x.device)) * scale)
+
+    def tokens(self, x: torch.Tensor, t: torch.Tensor | float, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, in_dim), flow time t in [0, 1] (scalar or (B,)), (B, L) -> (B, L, hidden_size) for txt_in."""
+        x = x.to(device=self.device, dtype=self.dtype)
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+        return self.S(x, t, mask.to(x.device))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, mask: torch.Tensor):
+        return self.tokens(x, t, mask), self.pooled(x, mask)
+
+
+def _connector_keys(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes; if any connector.* key exists keep only those (a whole DiT file), prefix removed."""
+    state = {}
+    for key, value in raw.items():
+        for prefix in WRAPPER_PREFIXES:
+            key = key.removeprefix(prefix)
+        state[key] = value
+    if any(k.startswith(CONNECTOR_PREFIX) for k in state):
+        state = {k[len(CONNECTOR_PREFIX):]: v for k, v in state.items() if k.startswith(CONNECTOR_PREFIX)}
+    return state
+
+
+def load_connector(source: Mapping[str, torch.Tensor] | str | os.PathLike, dtype: torch.dtype = torch.bfloat16,
+                   device: torch.device | str = "cpu", config: ConnectorConfig | None = None) -> Qwen2Connector:
+    """Strictly load a connector from LoadedDiT.connector_state, a dict with connector.* keys, or a .safetensors
+    file (a whole DiT file works: only connector.* is read)."""
+    name = "<state dict>"
+    if not isinstance(source, Mapping):
+        name = os.fspath(source)
+        if not os.path.isfile(name):
+            raise ConnectorLoadError(f"connector weights not found: {name}")
+        from safetensors.torch import load_file
+        source = load_file(name)
+    state = _connector_keys(source)
+    cfg = config or ConnectorConfig.release()
+    with torch.device("meta"):
+        connector = Qwen2Connector(cfg)
+    expected = {k: tuple(v.shape) for k, v in connector.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    misshaped = sorted(f"{k}: got {list(state[k].shape)}, expected {list(expected[k])}"
+                       for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or misshaped:
+        lines = [f"{name}: connector weights do not match the Step1X-Edit connector (in {cfg.in_dim}, hidden "
+                 f"{cfg.hidden_size}, depth {cfg.depth}). Is this a Step1X-Edit/LaTo DiT file?"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
+            if items:
+                shown = "\n    ".join(items[:12]) + (f"\n    ... and {len(items) - 12} more" if len(items) > 12 else "")
+                lines.append(f"  {title} ({len(items)}):\n    {shown}")
+        raise ConnectorLoadError("\n".join(lines))
+    connector.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True,
+                              assign=True)
+    return connector.eval().requires_grad_(False)
