@@ -1,36 +1,10 @@
-"""ComfyUI node classes of the pack: thin doors onto lato_core and caedit_core."""
-from .face_crop import FaceEditCrop, FaceEditStitch
-from .face_detect import FaceEditDetectLandmarks
-from .landmark_convert import (FaceEditLandmarksToMediaPipe, FaceEditLandmarksToPoseKeypoint,
-                               FaceEditMediaPipeToLandmarks, FaceEditPoseKeypointToLandmarks)
-from .landmark_draw import FaceEditDrawLandmarks
-from .landmark_io import FaceEditLoadLandmarks, FaceEditSaveLandmarks
-from .region_mask import FaceEditRegionMask
+"""ComfyUI node classes of the pack: thin doors onto lato_core and caedit_core.
 
-NODE_CLASS_MAPPINGS = {
-    "FaceEditDetectLandmarks": FaceEditDetectLandmarks,
-    "FaceEditCrop": FaceEditCrop,
-    "FaceEditStitch": FaceEditStitch,
-    "FaceEditDrawLandmarks": FaceEditDrawLandmarks,
-    "FaceEditRegionMask": FaceEditRegionMask,
-    "FaceEditSaveLandmarks": FaceEditSaveLandmarks,
-    "FaceEditLoadLandmarks": FaceEditLoadLandmarks,
-    "FaceEditLandmarksToPoseKeypoint": FaceEditLandmarksToPoseKeypoint,
-    "FaceEditPoseKeypointToLandmarks": FaceEditPoseKeypointToLandmarks,
-    "FaceEditLandmarksToMediaPipe": FaceEditLandmarksToMediaPipe,
-    "FaceEditMediaPipeToLandmarks": FaceEditMediaPipeToLandmarks,
-}
+Each node file ends with NODES = {node id: (class, display name)}; add a new file to FEATURE_FILES.
+"""
+from . import face_crop, face_detect, landmark_convert, landmark_draw, landmark_io, landmark_warp, region_mask
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "FaceEditDetectLandmarks": "Detect Face Landmarks (68)",
-    "FaceEditCrop": "Face Crop (512)",
-    "FaceEditStitch": "Face Stitch",
-    "FaceEditDrawLandmarks": "Draw Face Landmarks",
-    "FaceEditRegionMask": "Face Region Mask",
-    "FaceEditSaveLandmarks": "Save Face Landmarks (JSON)",
-    "FaceEditLoadLandmarks": "Load Face Landmarks (JSON)",
-    "FaceEditLandmarksToPoseKeypoint": "Face Landmarks to POSE_KEYPOINT",
-    "FaceEditPoseKeypointToLandmarks": "POSE_KEYPOINT to Face Landmarks",
-    "FaceEditLandmarksToMediaPipe": "Face Landmarks to MediaPipe FACE_LANDMARKS",
-    "FaceEditMediaPipeToLandmarks": "MediaPipe FACE_LANDMARKS to Face Landmarks",
-}
+FEATURE_FILES = (face_detect, face_crop, landmark_draw, region_mask, landmark_warp, landmark_io, landmark_convert)
+
+NODE_CLASS_MAPPINGS = {key: cls for module in FEATURE_FILES for key, (cls, _) in module.NODES.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {key: name for module in FEATURE_FILES for key, (_, name) in module.NODES.items()}

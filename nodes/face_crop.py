@@ -64,3 +64,10 @@ class FaceEditStitch:
 
     def stitch(self, image, crops, crop_info, feather, colour_match, mode, antialias, mask=None):
         return (stitch_faces(image, crops, crop_info, mask, feather, colour_match, mode, antialias),)
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditCrop": (FaceEditCrop, "Face Crop (512)"),
+    "FaceEditStitch": (FaceEditStitch, "Face Stitch"),
+}

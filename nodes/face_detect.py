@@ -39,3 +39,9 @@ class FaceEditDetectLandmarks:
         faces = detect_batch(image, DetectOptions(backend, min_score, upsample, detect_max_side), selection, index, order)
         overlay = draw_batch(faces, image)
         return {"ui": preview(overlay, "landmarks"), "result": (faces, overlay, len(faces))}
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditDetectLandmarks": (FaceEditDetectLandmarks, "Detect Face Landmarks (68)"),
+}

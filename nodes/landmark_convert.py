@@ -71,3 +71,12 @@ class FaceEditMediaPipeToLandmarks:
 
     def convert(self, face_landmarks):
         return (from_face_landmarks(face_landmarks),)
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditLandmarksToPoseKeypoint": (FaceEditLandmarksToPoseKeypoint, "Face Landmarks to POSE_KEYPOINT"),
+    "FaceEditPoseKeypointToLandmarks": (FaceEditPoseKeypointToLandmarks, "POSE_KEYPOINT to Face Landmarks"),
+    "FaceEditLandmarksToMediaPipe": (FaceEditLandmarksToMediaPipe, "Face Landmarks to MediaPipe FACE_LANDMARKS"),
+    "FaceEditMediaPipeToLandmarks": (FaceEditMediaPipeToLandmarks, "MediaPipe FACE_LANDMARKS to Face Landmarks"),
+}

@@ -26,3 +26,9 @@ class FaceEditDrawLandmarks:
     def draw(self, landmarks, lines, numbers, radius, image=None):
         drawn = draw_batch(landmarks, image, radius or None, lines, numbers)
         return {"ui": preview(drawn, "landmarks_drawn"), "result": (drawn,)}
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditDrawLandmarks": (FaceEditDrawLandmarks, "Draw Face Landmarks"),
+}

@@ -53,3 +53,10 @@ class FaceEditLoadLandmarks:
 
     def load(self, json_text, out_of_canvas):
         return (faces_from_json(json_text, out_of_canvas),)
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditSaveLandmarks": (FaceEditSaveLandmarks, "Save Face Landmarks (JSON)"),
+    "FaceEditLoadLandmarks": (FaceEditLoadLandmarks, "Load Face Landmarks (JSON)"),
+}

@@ -29,3 +29,9 @@ class FaceEditRegionMask:
     def mask(self, landmarks, regions, grow, convex_hull, feather, image=None):
         masks = mask_batch(landmarks, regions, grow, convex_hull, feather, image.shape[0] if image is not None else None)
         return {"ui": preview(mask_preview(masks, image), "region_mask"), "result": (masks,)}
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditRegionMask": (FaceEditRegionMask, "Face Region Mask"),
+}

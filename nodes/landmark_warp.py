@@ -1,0 +1,32 @@
+from lato_core.predictor.warp import warp_crops
+
+from .common import CATEGORY, LANDMARKS, preview
+
+
+class FaceEditLandmarkWarp:
+    """Instant preview of a landmark edit: warp each face crop so its landmarks move to the targets."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "crops": ("IMAGE", {"tooltip": "Square face crops from Face Crop."}),
+            "source_landmarks": (LANDMARKS, {"tooltip": "The crops' own landmarks (crop_landmarks from Face Crop)."}),
+            "target_landmarks": (LANDMARKS, {"tooltip": "Where the points should go, e.g. from the Landmark Predictor."}),
+            "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
+                "0 moves every point exactly; a little (0.001-0.01) tames folds when points cross, e.g. large head turns."}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("warped",)
+    FUNCTION = "warp"
+    CATEGORY = CATEGORY
+
+    def warp(self, crops, source_landmarks, target_landmarks, smoothing):
+        warped = warp_crops(crops, source_landmarks, target_landmarks, smoothing)
+        return {"ui": preview(warped, "landmark_warp"), "result": (warped,)}
+
+
+# node id -> (class, display name); nodes/__init__.py collects these
+NODES = {
+    "FaceEditLandmarkWarp": (FaceEditLandmarkWarp, "Landmark Warp (preview edit)"),
+}
