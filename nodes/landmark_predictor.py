@@ -1,0 +1,113 @@
+import json
+import os
+
+from lato_core.face.batch import draw_batch
+from lato_core.predictor.face_model import EXPRESSIONS
+from lato_core.predictor.predict import MODES, Controls, predict_targets
+from lato_core.predictor.vlm import VlmPredictor
+
+from .common import CATEGORY, LANDMARKS, preview
+
+VLM = "LANDMARK_VLM"
+SLIDER_EXPRESSIONS = [e for e in EXPRESSIONS if e != "neutral"]
+
+
+def _vlm_folder_root() -> str:
+    import folder_paths
+
+    root = os.path.join(folder_paths.models_dir, "lato")
+    if "lato" not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path("lato", root)
+    return root
+
+
+def _vlm_folders() -> list[str]:
+    """Model folders (holding config.json) anywhere under the registered 'lato' model paths."""
+    import folder_paths
+
+    _vlm_folder_root()
+    found = []
+    for base in folder_paths.get_folder_paths("lato"):
+        for dirpath, _, files in os.walk(base):
+            if "config.json" in files:
+                found.append(os.path.relpath(dirpath, base))
+    return sorted(found) or ["(put a Qwen2.5-VL or LaTo Landmark_Predictor folder in models/lato/)"]
+
+
+class FaceEditLandmarkVLMLoader:
+    """Load a VLM landmark predictor: the LaTo release's Landmark_Predictor (Qwen3-VL) or a Qwen2.5-VL folder."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "folder": (_vlm_folders(), {"tooltip": "A model folder under models/lato/ (with config.json, tokenizer and "
+                                                   "*.safetensors), e.g. models/lato/Landmark_Predictor."}),
+        }}
+
+    RETURN_TYPES = (VLM,)
+    RETURN_NAMES = ("vlm",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, folder):
+        import folder_paths
+
+        _vlm_folder_root()
+        found = [os.path.join(b, folder) for b in folder_paths.get_folder_paths("lato") if os.path.isdir(os.path.join(b, folder))]
+        # VlmPredictor names the folder and the missing file when the folder is absent or incomplete.
+        return (VlmPredictor(found[0] if found else os.path.join(_vlm_folder_root(), folder)),)
+
+
+class FaceEditLandmarkPredictor:
+    """Target landmarks from an instruction ("turn her head 30 degrees left and smile slightly") and sliders."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        angle = lambda what: ("FLOAT", {"default": 0.0, "min": -90.0, "max": 90.0, "step": 1.0, "tooltip": what})
+        slider = lambda what: ("FLOAT", {"default": 0.0, "min": -1.0, "max": 1.0, "step": 0.05, "tooltip": what})
+        required = {
+            "landmarks": (LANDMARKS, {"tooltip": "Source landmarks on the face crop (crop_landmarks from Face Crop)."}),
+            "instruction": ("STRING", {"multiline": True, "default": "turn her head 30 degrees left and smile slightly",
+                                       "tooltip": "English edit: expressions (happy, sad, angry, surprised, fearful, "
+                                                  "disgusted; slightly/strongly) and head turns in degrees or words. "
+                                                  "Left/right are the subject's own sides. May be empty."}),
+            "mode": (list(MODES), {"default": "parametric", "tooltip":
+                "parametric: instant, no weights. vlm: the loaded VLM only (errors if its answer is unusable). "
+                "vlm_with_fallback: the VLM, or the parametric predictor when its answer fails the checks."}),
+            "yaw": angle("Extra head turn in degrees; positive = toward the subject's own left."),
+            "pitch": angle("Extra nod in degrees; positive = chin up."),
+            "roll": angle("Extra tilt in degrees; positive = crown toward the subject's left shoulder."),
+        }
+        for name in SLIDER_EXPRESSIONS:
+            required[name] = ("FLOAT", {"default": 0.0, "min": -1.0, "max": 2.0, "step": 0.05,
+                                        "tooltip": f"Add '{name}': 0.5 slightly, 1 normally, 1.5 strongly."})
+        required["mouth_open"] = slider("1 opens the mouth wide, -1 closes the lips.")
+        required["blink"] = slider("1 closes the eyes, -1 opens them wide.")
+        required["brow_raise"] = slider("1 raises the brows, -1 lowers and knits them.")
+        required["keep_centre"] = ("BOOLEAN", {"default": False, "tooltip":
+            "Keep the landmarks' centre still when the head turns (otherwise it turns about a point between the ears)."})
+        return {"required": required, "optional": {
+            "crops": ("IMAGE", {"tooltip": "The face crops: needed by the VLM, and used for the preview."}),
+            "vlm": (VLM, {"tooltip": "From the VLM landmark predictor loader (modes vlm / vlm_with_fallback)."}),
+        }}
+
+    RETURN_TYPES = (LANDMARKS, "IMAGE", "STRING")
+    RETURN_NAMES = ("target_landmarks", "preview", "report")
+    OUTPUT_TOOLTIPS = ("Where each landmark should go.", "The targets drawn over the crop.",
+                       "JSON: which predictor was used, the parsed parameters, warnings, fallback reasons.")
+    FUNCTION = "predict"
+    CATEGORY = CATEGORY
+
+    def predict(self, landmarks, instruction, mode, yaw, pitch, roll, mouth_open, blink, brow_raise, keep_centre,
+                crops=None, vlm=None, **expressions):
+        controls = Controls(yaw, pitch, roll, expressions, mouth_open, blink, brow_raise)
+        targets, reports = predict_targets(landmarks, instruction, controls, mode, vlm, crops, keep_centre)
+        drawn = draw_batch(targets, crops)
+        text = json.dumps(reports, indent=1, default=str)
+        return {"ui": {**preview(drawn, "predicted"), "text": [text]}, "result": (targets, drawn, text)}
+
+
+NODES = {
+    "FaceEditLandmarkPredictor": (FaceEditLandmarkPredictor, "Landmark Predictor (instruction + sliders)"),
+    "FaceEditLandmarkVLMLoader": (FaceEditLandmarkVLMLoader, "Load VLM Landmark Predictor"),
+}

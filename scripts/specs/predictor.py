@@ -1,0 +1,29 @@
+"""Example workflow: portrait + instruction -> predicted landmarks -> warp preview -> stitch."""
+from .face import SAMPLE_IMAGE
+
+INSTRUCTION = "turn her head 30 degrees left and smile slightly"
+
+PREDICT_WARP_STITCH = [
+    {"id": 1, "type": "LoadImage", "pos": [0, 0], "size": [300, 360], "widgets": {"image": SAMPLE_IMAGE}},
+    {"id": 2, "type": "FaceEditDetectLandmarks", "pos": [340, 0], "size": [320, 420], "links": {"image": (1, 0)}},
+    {"id": 3, "type": "FaceEditCrop", "pos": [700, 0], "size": [300, 420], "links": {"image": (1, 0), "landmarks": (2, 0)}},
+    {"id": 4, "type": "FaceEditLandmarkPredictor", "pos": [1040, 0], "size": [340, 760],
+     "widgets": {"instruction": INSTRUCTION}, "links": {"landmarks": (3, 1), "crops": (3, 0)}},
+    {"id": 5, "type": "FaceEditLandmarkWarp", "pos": [1420, 0], "size": [320, 420],
+     "links": {"crops": (3, 0), "source_landmarks": (3, 1), "target_landmarks": (4, 0)}},
+    {"id": 6, "type": "FaceEditStitch", "pos": [1780, 0], "size": [320, 300],
+     "links": {"image": (1, 0), "crops": (5, 0), "crop_info": (3, 2)}},
+    {"id": 7, "type": "SaveImage", "pos": [2140, 0], "size": [360, 420], "title": "After (warp preview)",
+     "widgets": {"filename_prefix": "face_edit/after"}, "links": {"images": (6, 0)}},
+    {"id": 8, "type": "SaveImage", "pos": [340, 480], "size": [320, 380], "title": "Before",
+     "widgets": {"filename_prefix": "face_edit/before"}, "links": {"images": (1, 0)}},
+    {"id": 9, "type": "SaveImage", "pos": [1420, 480], "size": [320, 380], "title": "Predicted landmarks",
+     "widgets": {"filename_prefix": "face_edit/predicted_overlay"}, "links": {"images": (4, 1)}},
+    {"id": 10, "type": "FaceEditSaveLandmarks", "pos": [1040, 800], "size": [300, 100], "title": "Target landmarks",
+     "widgets": {"filename_prefix": "face_edit/target_landmarks"}, "links": {"landmarks": (4, 0)}},
+]
+
+WORKFLOWS = {
+    "face_predict_warp_stitch.json": ("Portrait + instruction -> predicted landmarks -> warp preview -> stitch",
+                                      PREDICT_WARP_STITCH),
+}
