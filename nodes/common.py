@@ -27,3 +27,39 @@ def preview(images, prefix: str = "face_edit") -> dict:
             os.path.join(folder, name), compress_level=1)
         entries.append({"filename": name, "subfolder": "", "type": "temp"})
     return {"images": entries}
+
+
+PACK_MODEL_FOLDER = "lato"  # models/lato/: tokenizer, landmark adapter, VLM landmark predictor folders
+
+
+def pack_model_paths() -> list[str]:
+    """The models/lato/ folders (registered once; extra_model_paths.yaml may add more)."""
+    import folder_paths
+
+    if PACK_MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(PACK_MODEL_FOLDER, os.path.join(folder_paths.models_dir, PACK_MODEL_FOLDER))
+    return folder_paths.get_folder_paths(PACK_MODEL_FOLDER)
+
+
+def model_subfolders(folder_name: str, hint: str) -> list[str]:
+    """Subfolders holding a config.json under a ComfyUI model folder (transformers model folders)."""
+    import folder_paths
+
+    paths = pack_model_paths() if folder_name == PACK_MODEL_FOLDER else folder_paths.get_folder_paths(folder_name)
+    found = []
+    for base in paths:
+        for dirpath, _, files in os.walk(base, followlinks=True):
+            if "config.json" in files:
+                found.append(os.path.relpath(dirpath, base))
+    return sorted(found) or [hint]
+
+
+def resolve_subfolder(folder_name: str, name: str) -> str:
+    """Full path of a model subfolder; the first candidate when absent, so the loader names what is missing."""
+    import folder_paths
+
+    paths = pack_model_paths() if folder_name == PACK_MODEL_FOLDER else folder_paths.get_folder_paths(folder_name)
+    for base in paths:
+        if os.path.isdir(os.path.join(base, name)):
+            return os.path.join(base, name)
+    return os.path.join(paths[0], name)

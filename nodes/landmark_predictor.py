@@ -1,37 +1,15 @@
 import json
-import os
 
 from lato_core.face.batch import draw_batch
 from lato_core.predictor.face_model import EXPRESSIONS
 from lato_core.predictor.predict import MODES, Controls, predict_targets
 from lato_core.predictor.vlm import VlmPredictor
 
-from .common import CATEGORY, LANDMARKS, preview
+from .common import CATEGORY, LANDMARKS, PACK_MODEL_FOLDER, model_subfolders, preview, resolve_subfolder
 
 VLM = "LANDMARK_VLM"
 SLIDER_EXPRESSIONS = [e for e in EXPRESSIONS if e != "neutral"]
-
-
-def _vlm_folder_root() -> str:
-    import folder_paths
-
-    root = os.path.join(folder_paths.models_dir, "lato")
-    if "lato" not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path("lato", root)
-    return root
-
-
-def _vlm_folders() -> list[str]:
-    """Model folders (holding config.json) anywhere under the registered 'lato' model paths."""
-    import folder_paths
-
-    _vlm_folder_root()
-    found = []
-    for base in folder_paths.get_folder_paths("lato"):
-        for dirpath, _, files in os.walk(base):
-            if "config.json" in files:
-                found.append(os.path.relpath(dirpath, base))
-    return sorted(found) or ["(put a Qwen2.5-VL or LaTo Landmark_Predictor folder in models/lato/)"]
+NO_VLM_HINT = "(put a Qwen2.5-VL or LaTo Landmark_Predictor folder in models/lato/)"
 
 
 class FaceEditLandmarkVLMLoader:
@@ -40,7 +18,7 @@ class FaceEditLandmarkVLMLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "folder": (_vlm_folders(), {"tooltip": "A model folder under models/lato/ (with config.json, tokenizer and "
+            "folder": (model_subfolders(PACK_MODEL_FOLDER, NO_VLM_HINT), {"tooltip": "A model folder under models/lato/ (with config.json, tokenizer and "
                                                    "*.safetensors), e.g. models/lato/Landmark_Predictor."}),
         }}
 
@@ -50,12 +28,8 @@ class FaceEditLandmarkVLMLoader:
     CATEGORY = CATEGORY
 
     def load(self, folder):
-        import folder_paths
-
-        _vlm_folder_root()
-        found = [os.path.join(b, folder) for b in folder_paths.get_folder_paths("lato") if os.path.isdir(os.path.join(b, folder))]
         # VlmPredictor names the folder and the missing file when the folder is absent or incomplete.
-        return (VlmPredictor(found[0] if found else os.path.join(_vlm_folder_root(), folder)),)
+        return (VlmPredictor(resolve_subfolder(PACK_MODEL_FOLDER, folder)),)
 
 
 class FaceEditLandmarkPredictor:

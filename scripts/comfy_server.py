@@ -42,18 +42,24 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    def __init__(self, base_dir: str | os.PathLike | None = None, port: int | None = None):
+    def __init__(self, base_dir: str | os.PathLike | None = None, port: int | None = None,
+                 models_dir: str | os.PathLike | None = None):
         self._own_base = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="comfy-face-edit-"))
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log_path = self.base / "server.log"
+        self.models_dir = Path(models_dir).resolve() if models_dir else None
 
     # lifecycle
     def start(self, timeout: float = 180.0) -> "ComfyServer":
-        for sub in ("custom_nodes", "input", "output", "temp", "user/default", "models"):
+        for sub in ("custom_nodes", "input", "output", "temp", "user/default"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
+        models = self.base / "models"
+        if self.models_dir and not models.exists():
+            models.symlink_to(self.models_dir, target_is_directory=True)  # the user's weights, read in place
+        models.mkdir(exist_ok=True)
         link = self.base / "custom_nodes" / PACK_NAME
         if not link.exists():
             link.symlink_to(PACK_DIR, target_is_directory=True)

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from scripts.build_workflows import SAMPLE_IMAGE, WORKFLOWS  # noqa: E402
-from scripts.comfy_server import PACK_DIR, ComfyServer, execution_error  # noqa: E402
+from scripts.build_workflows import NEEDS_USER_MODELS, SAMPLE_IMAGE, WORKFLOWS  # noqa: E402
+from scripts.comfy_server import PACK_DIR, ComfyServer, PromptRejected, execution_error  # noqa: E402
 from scripts.workflow_api import ui_to_api  # noqa: E402
 
 
@@ -21,17 +21,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(PACK_DIR / "outputs" / "demo"), help="folder for the results")
     parser.add_argument("--image", default=str(PACK_DIR / "assets" / "portrait.jpg"), help="portrait to edit")
+    parser.add_argument("--models", default=None, help="a ComfyUI models/ folder holding the LaTo weights")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failed = False
-    with ComfyServer() as server:
+    with ComfyServer(models_dir=args.models) as server:
         server.add_input_file(args.image, SAMPLE_IMAGE)
         info = server.object_info()
         for name in WORKFLOWS:
             workflow = json.loads((PACK_DIR / "workflows" / name).read_text())
             started = time.time()
-            entry = server.run(ui_to_api(workflow, info))
+            try:
+                entry = server.run(ui_to_api(workflow, info))
+            except PromptRejected as e:
+                if name not in NEEDS_USER_MODELS:
+                    raise
+                print(f"{name}: skipped, its model files are not installed (see the README's model table): "
+                      f"{str(e)[:300]}")
+                continue
             error = execution_error(entry)
             if error:
                 print(f"{name}: FAILED in node {error.get('node_type')}: {error.get('exception_message')}")

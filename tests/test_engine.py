@@ -1,0 +1,133 @@
+"""The LaTo engine as the nodes use it: file configs, the model holder with LoRA clones, tokens, one edit."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lato_core.dit.config import DiTConfig
+from lato_core.dit.loading import CheckpointError, expected_shapes
+from lato_core.engine.files import ModelFileError, infer_connector_config, infer_dit_config, read_header
+from lato_core.engine.model import load_lato_model
+from lato_core.engine.run import edit_latent, tokenize_landmarks
+from lato_core.engine.text_encoder import encode_edit, load_text_encoder
+from lato_core.errors import FaceEditError
+from lato_core.tokenizer.loading import load_tokenizer, points_to_tokens_input
+from tests import tiny_lato
+from tests.tiny_dit import TINY
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return tiny_lato.write_all(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def model(files):
+    return load_lato_model(files["dit"], storage="fp32")
+
+
+def test_configs_come_from_the_file(files):
+    shapes, metadata = read_header(files["dit"])
+    assert infer_dit_config(shapes, metadata) == TINY
+    assert infer_connector_config(shapes, metadata) == tiny_lato.CONNECTOR
+    # Without metadata, shapes alone give the release config for release shapes (heads of 128, axes 16/56/56).
+    release = {k: v for k, v in expected_shapes(DiTConfig.release(), with_landmark_in=True).items()}
+    assert infer_dit_config(release) == DiTConfig.release()
+    assert infer_dit_config(shapes).axes_dim == TINY.axes_dim  # proportional split of a 32-wide head
+
+
+def test_unreadable_and_wrong_files_name_the_problem(tmp_path, files):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"\x00" * 20)
+    with pytest.raises(ModelFileError, match="broken.safetensors is not a readable .safetensors"):
+        read_header(bad)
+    with pytest.raises(ModelFileError, match="Model file not found: .*nothing.safetensors"):
+        read_header(tmp_path / "nothing.safetensors")
+    with pytest.raises(CheckpointError, match="plain FLUX file .* models/diffusion_models/"):
+        load_lato_model(files["plain_flux"])
+
+
+def test_missing_adapter_is_named_and_the_release_pth_fills_it(tmp_path, files):
+    no_adapter = tiny_lato.write_dit(tmp_path / "lato_no_adapter.safetensors", with_landmark_in=False)
+    with pytest.raises(CheckpointError, match="no landmark_in.* put landmark_in.pth .* models/lato/"):
+        load_lato_model(no_adapter)
+    loaded = load_lato_model(no_adapter, landmark_adapter=files["adapter"], storage="fp32")
+    expected = torch.load(files["adapter"], weights_only=True)["weight"]
+    assert torch.equal(loaded.dit.landmark_in.weight, expected) and loaded.notes
+
+
+def _random_lora(path, config: DiTConfig, rank=2):
+    gen = torch.Generator().manual_seed(5)
+    state = {}
+    for module, (out_f, in_f) in {"double_blocks_0_img_attn_qkv": (3 * config.hidden_size, config.hidden_size),
+                                  "landmark_in": (config.hidden_size, config.landmark_dim)}.items():
+        state[f"lora_unet_{module}.lora_down.weight"] = torch.randn(rank, in_f, generator=gen)
+        state[f"lora_unet_{module}.lora_up.weight"] = torch.randn(out_f, rank, generator=gen)
+        state[f"lora_unet_{module}.alpha"] = torch.tensor(float(rank))
+    save_file(state, str(path))
+    return path
+
+
+def test_lora_clone_patches_only_inside_ready(tmp_path, model):
+    before = model.dit.double_blocks[0].img_attn.qkv.weight.clone()
+    clone = model.with_lora(str(_random_lora(tmp_path / "lora.safetensors", model.dit.config)), 0.5)
+    assert clone.dit is model.dit and model.loras == () and len(clone.loras) == 1
+    with clone.ready("cpu") as dit:
+        assert not torch.equal(dit.double_blocks[0].img_attn.qkv.weight, before)
+    assert torch.equal(model.dit.double_blocks[0].img_attn.qkv.weight, before)
+
+
+def test_tokens_are_the_tokenizer_codes_of_the_crop_landmarks(files, astronaut, astronaut_face):
+    from lato_core.face.crop import crop_faces
+
+    tokenizer = load_tokenizer(files["tokenizer"])
+    _, _, faces = crop_faces(astronaut, [astronaut_face])
+    tokens = tokenize_landmarks(tokenizer, faces)
+    indices, codes = tokenizer.encode(points_to_tokens_input(torch.tensor(faces[0].points).float()[None], 512))
+    assert torch.equal(tokens.indices, indices) and torch.equal(tokens.codes, codes)
+    assert tokens.canvas_hw == (512, 512) and tokens.visible.all()
+
+
+@pytest.fixture(scope="module")
+def conditioning(files, model, astronaut):
+    encoder = load_text_encoder(files["text_encoder"], device="cpu")
+    crops = torch.nn.functional.interpolate(astronaut.permute(0, 3, 1, 2), size=(64, 64)).permute(0, 2, 3, 1)
+    return encode_edit(encoder, model, "smile", crops)
+
+
+def _tokens(files, astronaut_face):
+    from lato_core.face.crop import crop_faces
+
+    faces = crop_faces(torch.zeros(1, 512, 512, 3), [astronaut_face], size=64)[2]
+    return tokenize_landmarks(load_tokenizer(files["tokenizer"]), faces)
+
+
+def test_one_edit_is_deterministic_and_follows_guidance(files, model, conditioning, astronaut_face):
+    cond, uncond = conditioning
+    assert cond.hidden.shape == (1, 640, 64) and cond.pooled.shape == (1, 16)
+    tokens = _tokens(files, astronaut_face)
+    source = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    steps = []
+    run = lambda **kw: edit_latent(model, cond, uncond, tokens, source, seed=1, steps=3, **kw)
+    first = run(callback=lambda i, n, x: steps.append((i, n)))
+    assert first.shape == source.shape and steps == [(0, 3), (1, 3), (2, 3)]
+    assert torch.equal(first, run())
+    assert not torch.allclose(first, edit_latent(model, cond, uncond, tokens, source, seed=2, steps=3))
+    assert not torch.allclose(first, run(mode="none"))
+    assert not torch.allclose(first, edit_latent(model, cond, uncond, None, source, seed=1, steps=3))
+
+
+def test_edit_refuses_non_flux_latents_and_can_be_interrupted(files, model, conditioning, astronaut_face):
+    cond, uncond = conditioning
+    with pytest.raises(FaceEditError, match="FLUX latent .* VAELoader"):
+        edit_latent(model, cond, uncond, None, torch.zeros(1, 4, 8, 8), seed=0)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt():
+        raise Stop
+
+    with pytest.raises(Stop):
+        edit_latent(model, cond, uncond, None, torch.zeros(1, 16, 8, 8), seed=0, interrupt=interrupt)
+    assert next(model.dit.parameters()).device.type == "cpu"  # moved back even when stopped

@@ -1,0 +1,84 @@
+"""The LaTo example workflow in the real ComfyUI, on CPU, with tiny random weights in the released layouts."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from scripts.build_workflows import SAMPLE_IMAGE
+from scripts.comfy_server import PACK_DIR, ComfyServer, execution_error
+from scripts.specs.lato import LATO_EDIT
+from scripts.workflow_api import ui_to_api
+from tests import tiny_lato
+
+pytestmark = [pytest.mark.comfy, pytest.mark.slow]
+
+
+def _tiny_lora(path):
+    gen = torch.Generator().manual_seed(3)
+    hidden, rank = tiny_lato.DIT.hidden_size, 2
+    state = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(rank, hidden, generator=gen),
+             "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(hidden, rank, generator=gen) * 0.1,
+             "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(2.0)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy_lato")
+    files = tiny_lato.write_all(base / "models", vae=True)
+    _tiny_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
+    with ComfyServer(base) as comfy:
+        comfy.add_input_file(PACK_DIR / "assets" / "portrait.jpg", SAMPLE_IMAGE)
+        yield comfy, files
+
+
+def _tiny_prompt(info, crop_size=64, steps=2):
+    workflow = json.loads((PACK_DIR / "workflows" / "lato_edit.json").read_text())
+    prompt = ui_to_api(workflow, info)
+    by_type = {node["type"]: str(node["id"]) for node in LATO_EDIT}
+    overrides = {
+        "FaceEditCrop": {"size": crop_size},
+        "LaToModelLoader": {"dit_name": "lato_tiny.safetensors", "landmark_adapter": "landmark_in_tiny.pth"},
+        "LaToLoRA": {"lora_name": "lato_tiny_lora.safetensors"},
+        "LaToTokenizerLoader": {"tokenizer_name": "tokenizer_tiny.safetensors"},
+        "LaToTextEncoderLoader": {"folder": "qwen_tiny"},
+        "VAELoader": {"vae_name": "flux_vae_random.safetensors"},
+        "LaToSampler": {"steps": steps, "seed": 7},
+    }
+    for kind, values in overrides.items():
+        prompt[by_type[kind]]["inputs"].update(values)
+    return workflow, prompt
+
+
+def test_lato_workflow_runs_on_cpu_and_returns_the_photo_size(server):
+    comfy, _ = server
+    info = comfy.object_info()
+    for node in ("LaToModelLoader", "LaToLoRA", "LaToTokenizerLoader", "LaToTextEncoderLoader", "LandmarkTokenizer",
+                 "LaToTextEncode", "LaToSampler"):
+        assert node in info, comfy.log()[-3000:]
+    workflow, prompt = _tiny_prompt(info)
+    entry = comfy.run(prompt, timeout=900)
+    assert entry["status"]["status_str"] == "success", execution_error(entry)
+    titles = {str(n["id"]): n.get("title", n["type"]) for n in workflow["nodes"]}
+    outputs = {titles[k]: v for k, v in entry["outputs"].items()}
+    photo = Image.open(PACK_DIR / "assets" / "portrait.jpg")
+    edited = Image.open(comfy.output_path(outputs["LaTo edit"]["images"][0]))
+    crop = Image.open(comfy.output_path(outputs["Edited crop"]["images"][0]))
+    assert edited.size == photo.size and crop.size == (64, 64)
+    # random weights make noise, but only inside the face crop: the suit below is untouched
+    diff = np.abs(np.asarray(edited, np.int16) - np.asarray(photo.convert("RGB"), np.int16)).max(axis=-1)
+    assert diff[:300].max() > 20 and diff[400:].max() <= 2
+
+
+def test_a_plain_flux_file_is_refused_with_the_fix(server):
+    comfy, _ = server
+    _, prompt = _tiny_prompt(comfy.object_info())
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "LaToModelLoader")
+    prompt[loader]["inputs"]["dit_name"] = "flux_plain_tiny.safetensors"
+    entry = comfy.run(prompt)
+    error = execution_error(entry)
+    assert error and "plain FLUX file" in error["exception_message"] and "models/diffusion_models/" in error["exception_message"]
