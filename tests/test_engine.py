@@ -131,3 +131,17 @@ def test_edit_refuses_non_flux_latents_and_can_be_interrupted(files, model, cond
     with pytest.raises(Stop):
         edit_latent(model, cond, uncond, None, torch.zeros(1, 16, 8, 8), seed=0, interrupt=interrupt)
     assert next(model.dit.parameters()).device.type == "cpu"  # moved back even when stopped
+
+
+def test_learned_null_tokens_are_loaded_and_used_by_landmark_aware_guidance(tmp_path, files, model, conditioning,
+                                                                            astronaut_face):
+    with_null = load_lato_model(tiny_lato.write_dit(tmp_path / "lato_null.safetensors", null_tokens=True), storage="fp32")
+    assert with_null.null_tokens.shape == (68, TINY.landmark_dim) and "null" in " ".join(with_null.notes)
+    assert model.null_tokens is None  # same weights, no learned tokens: the geometry-free branch drops landmarks
+    cond, uncond = conditioning
+    tokens = _tokens(files, astronaut_face)
+    source = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    run = lambda m, mode: edit_latent(m, cond, uncond, tokens, source, seed=1, steps=2, mode=mode, scale=3.0,
+                                      geometry_scale=2.0)
+    assert torch.equal(run(with_null, "release"), run(model, "release"))  # nulls only matter to landmark_aware
+    assert not torch.allclose(run(with_null, "landmark_aware"), run(model, "landmark_aware"))

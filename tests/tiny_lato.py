@@ -34,8 +34,11 @@ def connector_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return {f"connector.{k}": v.contiguous() for k, v in module.state_dict().items()}
 
 
-def write_dit(path: Path, with_landmark_in: bool = True, with_connector: bool = True, seed: int = 0) -> Path:
+def write_dit(path: Path, with_landmark_in: bool = True, with_connector: bool = True, seed: int = 0,
+              null_tokens: bool = False) -> Path:
     state = random_bfl_state_dict(DIT, seed)
+    if null_tokens:
+        state["landmark_null_tokens"] = torch.randn(68, DIT.landmark_dim, generator=torch.Generator().manual_seed(seed))
     if not with_landmark_in:
         state = {k: v for k, v in state.items() if not k.startswith("landmark_in.")}
     if with_connector:

@@ -21,6 +21,9 @@ from .model import Step1XEditDiT
 WRAPPER_PREFIXES = ("model.diffusion_model.", "diffusion_model.")  # ComfyUI / LDM-style saves
 CONNECTOR_PREFIX = "connector."
 LANDMARK_PREFIX = "landmark_in."
+# Learned unconditional landmark tokens (the paper's landmark-aware CFG): (L, landmark_dim) or (landmark_dim,).
+# The release has none; a fine-tuned checkpoint may carry them under this key.
+NULL_TOKENS_KEY = "landmark_null_tokens"
 
 # Module path (key without .weight/.bias/.scale), kind, output dim, input dim.
 # Dims: H hidden, M mlp hidden, D head dim, C in/out channels, T timestep embedding, Y vec_in, X context_in,
@@ -70,6 +73,7 @@ class LoadedDiT:
     has_landmark_in: bool                       # False: call load_landmark_in before passing landmark tokens
     connector_state: dict[str, torch.Tensor] = field(default_factory=dict)  # connector.* with the prefix removed
     source: str = ""
+    null_tokens: torch.Tensor | None = None     # NULL_TOKENS_KEY when the file has it
 
 
 def _dim(expr: str, cfg: DiTConfig) -> int:
@@ -168,7 +172,7 @@ def _listing(title: str, items: list[str], limit: int = 12) -> str:
 
 def validate_keys(name: str, shapes: Mapping[str, tuple[int, ...]], cfg: DiTConfig) -> bool:
     """Raise one CheckpointError listing missing / unexpected / mis-shaped keys. Returns has_landmark_in."""
-    dit_shapes = {k: s for k, s in shapes.items() if not k.startswith(CONNECTOR_PREFIX)}
+    dit_shapes = {k: s for k, s in shapes.items() if not k.startswith(CONNECTOR_PREFIX) and k != NULL_TOKENS_KEY}
     has_landmark_in = any(k.startswith(LANDMARK_PREFIX) for k in dit_shapes)
     expected = expected_shapes(cfg, with_landmark_in=has_landmark_in)
     missing = sorted(set(expected) - set(dit_shapes))
@@ -202,11 +206,12 @@ def load_dit(source: str | os.PathLike | Mapping[str, torch.Tensor], dtype: torc
         model.load_state_dict(state, strict=True, assign=True)
         connector = {k[len(CONNECTOR_PREFIX):]: tensors.get(k).to(device=device, dtype=dtype)
                      for k in tensors.shapes if k.startswith(CONNECTOR_PREFIX)}
+        null_tokens = tensors.get(NULL_TOKENS_KEY).to(device=device, dtype=dtype) if NULL_TOKENS_KEY in tensors.shapes else None
     finally:
         tensors.close()
     model.eval().requires_grad_(False)
     return LoadedDiT(model=model, kind=detect_checkpoint_kind(tensors.shapes), has_landmark_in=has_landmark_in,
-                     connector_state=connector, source=tensors.name)
+                     connector_state=connector, source=tensors.name, null_tokens=null_tokens)
 
 
 def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:

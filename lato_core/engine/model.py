@@ -33,6 +33,7 @@ class LaToModel:
     loras: tuple[tuple[str, dict[str, LoraWeights], float], ...] = ()
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    null_tokens: torch.Tensor | None = None   # learned unconditional landmark tokens, when the checkpoint has them
 
     def with_lora(self, path: str, strength: float) -> "LaToModel":
         lora = load_kohya_lora(path, self.dit.config)
@@ -95,5 +96,7 @@ def load_lato_model(path: str | os.PathLike, landmark_adapter: str | os.PathLike
                                device=device, config=connector_config)
     if storage == "fp8_e4m3":
         cast_for_storage(loaded.model, "fp8_e4m3", compute_dtype=compute_dtype)
+    if loaded.null_tokens is not None:
+        notes.append("learned null landmark tokens for landmark-aware CFG")
     return LaToModel(loaded.model.eval().requires_grad_(False), connector.eval().requires_grad_(False), storage,
-                     offload, load_dtype, source=path, notes=notes)
+                     offload, load_dtype, source=path, notes=notes, null_tokens=loaded.null_tokens)

@@ -68,7 +68,10 @@ def edit_latent(model: LaToModel, cond: TextConditioning, uncond: TextConditioni
                 release_height_only_scaling: bool = False, null_tokens: torch.Tensor | None = None,
                 device: torch.device | str = "cpu", offload_device: torch.device | str = "cpu",
                 callback=None, interrupt=None) -> torch.Tensor:
-    """Edited raw latent (B, 16, h, w) from the raw source latent of the crops (B, 16, h, w)."""
+    """Edited raw latent (B, 16, h, w) from the raw source latent of the crops (B, 16, h, w).
+
+    Landmark-aware guidance uses null_tokens, else the model's learned ones, else leaves the landmarks out.
+    """
     if mode not in GUIDANCE_MODES:
         raise FaceEditError(f"Unknown guidance mode '{mode}'; choose one of {', '.join(GUIDANCE_MODES)}.")
     if source_latent.ndim != 4 or source_latent.shape[1] != 16:
@@ -79,6 +82,9 @@ def edit_latent(model: LaToModel, cond: TextConditioning, uncond: TextConditioni
     device = torch.device(device)
     grid_hw = grid_hw_for_latent(source_latent)
     packed = pack_latents((source_latent.float() - FLUX_VAE_SHIFT) * FLUX_VAE_SCALE).to(device)
+    null_tokens = null_tokens if null_tokens is not None else model.null_tokens
+    if null_tokens is not None:
+        null_tokens = null_tokens.to(device, model.compute_dtype)
     guidance = guidance_modes.make_guidance(mode, scale, geometry_scale, null_tokens)
     landmark_condition = _landmark_condition(landmarks, packed.shape[0], device, model.compute_dtype,
                                              release_height_only_scaling)
