@@ -44,7 +44,7 @@ def tokenize_landmarks(tokenizer: LandmarkTokenizer, faces: list[FaceLandmarks])
     faces = sorted(faces, key=lambda f: f.image_index)
     points = torch.from_numpy(np.stack([f.points for f in faces])).float()
     indices, codes = tokenizer.encode(points_to_tokens_input(points, (width, height)).to(tokenizer.device))
-    visible = torch.tensor([f.visibility > 0 for f in faces])
+    visible = torch.from_numpy(np.stack([f.visibility > 0 for f in faces]))
     return LandmarkTokens(indices.cpu(), codes.float().cpu(), points, visible, (height, width))
 
 
