@@ -1,0 +1,29 @@
+"""Smoke runs of the bench scripts so they do not rot. No timing assertions: benchmarks print ratios."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_lato_quick_runs_and_its_analytic_ratios_are_consistent():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_lato.py"), "--quick"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for label in ("(a) no landmarks", "(b) 68 landmark tokens", "(c) landmark image +N"):
+        assert out.count(label) == 1 + 3, label   # once measured, once per resolution 512 / 768 / 1024
+
+    def step_ratio(case: str) -> float:  # "x(a) step" column of the 512 row: the second-to-last number
+        match = re.search(rf"^\s*512\s+1024\s+\({case}\).*?([\d.]+)\s+([\d.]+)\s*$", out, re.MULTILINE)
+        assert match, f"no 512 row for ({case})"
+        return float(match.group(1))
+
+    assert 1.0 < step_ratio("b") < 1.05
+    assert step_ratio("c") > 1.3
+    differences = [float(d) for d in re.findall(r"max relative difference ([\d.e+-]+)", out)]
+    assert len(differences) == 2 and max(differences) < 1e-9   # formulas == torch's FLOP counter
+    assert re.search(r"^\s*fp8\s+[\d.]+\s+0\.5\d\s", out, re.MULTILINE)   # fp8 weights about half of bf16
