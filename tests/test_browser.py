@@ -73,12 +73,14 @@ def test_example_runs_from_the_ui_and_shows_its_previews(page, comfy, tmp_path):
     history = comfy.get("/history")
     assert len(history) == done_before + 1, "the UI did not queue the workflow"
     assert list(history.values())[-1]["status"]["status_str"] == "success"
-    page.wait_for_function(
-        "window.app.graph._nodes.filter(n => n.imgs && n.imgs.length && n.imgs[0].naturalWidth > 0).length >= 5",
-        timeout=30_000)
-    shown = page.evaluate(
-        "window.app.graph._nodes.filter(n => n.imgs && n.imgs[0] && n.imgs[0].naturalWidth > 0).map(n => n.type)")
-    assert {"FaceEditDetectLandmarks", "FaceEditRegionMask", "SaveImage"} <= set(shown)
+    expected = ["FaceEditDetectLandmarks", "FaceEditCrop", "FaceEditDrawLandmarks", "FaceEditRegionMask", "SaveImage"]
+    shown_js = "window.app.graph._nodes.filter(n => n.imgs && n.imgs[0] && n.imgs[0].naturalWidth > 0).map(n => n.type)"
+    try:
+        page.wait_for_function(f"(() => {{ const s = new Set({shown_js}); return {expected}.every(t => s.has(t)); }})()",
+                               timeout=60_000)
+    finally:
+        shown = page.evaluate(shown_js)
+    assert set(expected) <= set(shown), shown
     after = _fit_and_shoot(page, SCREENSHOTS / "after_run.png")
     # The previews (an orange space suit, the red mask, coloured landmarks) fill the screenshot with colour.
     assert _colourful_pixels(after) > _colourful_pixels(before) + 20_000
