@@ -12,8 +12,10 @@ class FaceEditLandmarkWarp:
             "crops": ("IMAGE", {"tooltip": "Square face crops from Face Crop."}),
             "source_landmarks": (LANDMARKS, {"tooltip": "The crops' own landmarks (crop_landmarks from Face Crop)."}),
             "target_landmarks": (LANDMARKS, {"tooltip": "Where the points should go, e.g. from the Landmark Predictor."}),
-            "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
-                "0 moves every point exactly; a little (0.001-0.01) tames folds when points cross, e.g. large head turns."}),
+            "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.005, "tooltip":
+                "0 moves every point exactly; more trades exactness for a smoother, calmer warp."}),
+            "fold_guard": ("BOOLEAN", {"default": True, "tooltip":
+                "Raise the smoothing only as far as needed so the picture never folds or smears (large head turns)."}),
         }}
 
     RETURN_TYPES = ("IMAGE",)
@@ -21,8 +23,8 @@ class FaceEditLandmarkWarp:
     FUNCTION = "warp"
     CATEGORY = CATEGORY
 
-    def warp(self, crops, source_landmarks, target_landmarks, smoothing):
-        warped = warp_crops(crops, source_landmarks, target_landmarks, smoothing)
+    def warp(self, crops, source_landmarks, target_landmarks, smoothing, fold_guard):
+        warped = warp_crops(crops, source_landmarks, target_landmarks, smoothing, fold_guard)
         return {"ui": preview(warped, "landmark_warp"), "result": (warped,)}
 
 

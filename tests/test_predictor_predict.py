@@ -80,3 +80,13 @@ def test_warping_toward_predicted_targets_moves_the_detected_landmarks_there(cro
     to_target = np.linalg.norm(found - target.points, axis=1)[visible].mean()
     to_source = np.linalg.norm(found - face.points, axis=1)[visible].mean()
     assert to_target < 0.6 * to_source, (to_target, to_source)
+
+
+def test_fold_guard_keeps_a_30_degree_turn_from_smearing(crop):
+    from lato_core.metrics.landmarks import measure_landmark_error
+
+    crops, face = crop
+    target, _ = predict_target(face, "turn her head 30 degrees left and smile slightly")
+    exact = measure_landmark_error(warp_crop(crops[0], face, target, fold_guard=False), target).l1
+    smooth = measure_landmark_error(warp_crop(crops[0], face, target), target).l1
+    assert smooth < 20 and smooth < 0.3 * exact, (smooth, exact)

@@ -53,6 +53,23 @@ def test_field_maps_targets_to_sources_and_keeps_the_border(crop):
     assert np.abs(field - identity).max() < 12
 
 
+def test_fold_guard_leaves_local_edits_exact_and_smooths_only_when_squeezed(crop):
+    from lato_core.predictor.warp import MIN_AREA_RATIO, min_jacobian
+
+    _, _, face = crop
+    area = lambda field: min_jacobian(field[::4, ::4].double() / 511)  # smallest local area ratio
+    local = warp_field(face.points, _smile(face).points, 512)
+    assert torch.equal(local, warp_field(face.points, _smile(face).points, 512, fold_guard=False))
+    assert area(local) > MIN_AREA_RATIO
+    # Eyes pulled 3x apart: sampling them back squeezes the source there about 9x in area.
+    target = face.points.copy()
+    centre = face.points[36:48].mean(axis=0)
+    target[36:48] = centre + (face.points[36:48] - centre) * 3
+    plain = warp_field(face.points, target, 512, fold_guard=False)
+    guarded = warp_field(face.points, target, 512)
+    assert area(plain) < MIN_AREA_RATIO < area(guarded) + 0.02
+
+
 def test_no_change_is_an_exact_identity(crop):
     crops, _, face = crop
     out = warp_crop(crops[0], face, face)
