@@ -21,6 +21,11 @@ PREDICT_WARP_STITCH = [
      "widgets": {"filename_prefix": "face_edit/predicted_overlay"}, "links": {"images": (4, 1)}},
     {"id": 10, "type": "FaceEditSaveLandmarks", "pos": [1040, 800], "size": [300, 100], "title": "Target landmarks",
      "widgets": {"filename_prefix": "face_edit/target_landmarks"}, "links": {"landmarks": (4, 0)}},
+    {"id": 11, "type": "FaceEditReport", "pos": [1780, 360], "size": [340, 420],
+     "links": {"source": (3, 0), "edited": (5, 0), "target_landmarks": (4, 0), "source_landmarks": (3, 1),
+               "predictor_report": (4, 2)}},
+    {"id": 12, "type": "SaveImage", "pos": [2140, 480], "size": [360, 380], "title": "Edit report",
+     "widgets": {"filename_prefix": "face_edit/edit_report"}, "links": {"images": (11, 0)}},
 ]
 
 WORKFLOWS = {
