@@ -6,13 +6,12 @@ import sys
 
 from ..errors import FaceEditError
 from .cases import load_cases
-from .runner import ENGINE_NAMES, run_evaluation
+from .runner import ENGINE_NAMES, register_engine, run_evaluation
 
 EPILOG = """engines:
   warp  the landmark warp preview (thin-plate spline), needs no model weights.
-  lato  the LaTo diffusion engine. Not wired in yet: the LaTo engine issue registers it with
-        lato_core.evaluation.runner.register_engine("lato", fn), fn(crop, source_landmarks,
-        target_landmarks, instruction) -> edited crop; until then --engine lato stops with that message.
+  lato  the LaTo diffusion engine, from --lato-models (a ComfyUI models/ folder with the release's files
+        where the README's model table puts them; lato_core.evaluation.lato_engine.RELEASE_LAYOUT).
 
 cases: 'default' (the shipped table on sample:astronaut and sample:grace_hopper), a CSV file with
 columns photo,instruction[,id,yaw,pitch,roll], or a folder of photos (its cases.csv if present, else
@@ -33,8 +32,18 @@ def main(argv=None) -> int:
                         help="face detector for the photos and the edits")
     parser.add_argument("--limit", type=int, default=0, help="run only the first N cases")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--lato-models", default=None, help="with --engine lato: the models/ folder holding LaTo's files")
+    parser.add_argument("--steps", type=int, default=28, help="with --engine lato: sampling steps (release 28)")
+    parser.add_argument("--seed", type=int, default=0, help="with --engine lato: noise seed")
+    parser.add_argument("--lora-strength", type=float, default=1.0, help="with --engine lato: LoRA strength")
     args = parser.parse_args(argv)
     try:
+        if args.engine == "lato":
+            if not args.lato_models:
+                raise FaceEditError("--engine lato needs --lato-models, the models/ folder with LaTo's files.")
+            from .lato_engine import LaToFiles, make_lato_engine
+            register_engine("lato", make_lato_engine(LaToFiles.from_models_dir(args.lato_models), args.steps,
+                                                     args.seed, lora_strength=args.lora_strength))
         cases = load_cases(args.cases)
         cases = cases[: args.limit] if args.limit > 0 else cases
         rows = run_evaluation(cases, args.engine, args.out, args.arcface, args.detector, progress=not args.quiet)

@@ -8,8 +8,8 @@ images/<id>_edit.png and cases/<id>.json (source and target landmarks, predictor
 number can be recomputed from the files.
 
 Engines are callables (crop (H, W, 3) float 0..1, source landmarks, target landmarks, instruction) ->
-edited crop (H, W, 3). "warp" (the landmark warp preview) is built in; "lato" is filled in by the LaTo
-engine through register_engine("lato", fn).
+edited crop (H, W, 3). "warp" (the landmark warp preview) is built in; "lato" is registered from the
+model files by lato_engine.make_lato_engine (the CLI does this for --engine lato --lato-models DIR).
 """
 from __future__ import annotations
 
@@ -57,8 +57,8 @@ def get_engine(name: str) -> Engine:
     if name in _ENGINES:
         return _ENGINES[name]
     if name == "lato":
-        raise FaceEditError("The LaTo engine is not wired into the evaluation runner yet: it comes with the LaTo "
-                            "engine nodes, which call register_engine('lato', fn). Use --engine warp for now.")
+        raise FaceEditError("The LaTo engine needs its model files: run with --engine lato --lato-models DIR, or "
+                            "register_engine('lato', make_lato_engine(...)) from lato_core.evaluation.lato_engine.")
     raise FaceEditError(f"Unknown engine '{name}'; choose one of {', '.join(sorted(set(_ENGINES) | {'lato'}))}.")
 
 
