@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.comfy_server import PACK_DIR, ComfyServer  # noqa: E402
-from scripts.specs import face, lato, predictor  # noqa: E402
+from scripts.specs import caedit, face, lato, predictor  # noqa: E402
 from scripts.specs.face import SAMPLE_IMAGE  # noqa: E402,F401
 from scripts.workflow_api import build_ui  # noqa: E402
 
-SPEC_MODULES = (face, predictor, lato)
+SPEC_MODULES = (face, predictor, lato, caedit)
 WORKFLOWS = {name: entry for module in SPEC_MODULES for name, entry in module.WORKFLOWS.items()}
 NEEDS_USER_MODELS = {name for module in SPEC_MODULES if getattr(module, "NEEDS_USER_MODELS", False)
                      for name in module.WORKFLOWS}
