@@ -49,6 +49,7 @@ class ComfyServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.last_node_errors: dict = {}  # nodes whose outputs ComfyUI dropped from the last accepted prompt
         self.log_path = self.base / "server.log"
         self.models_dir = Path(models_dir).resolve() if models_dir else None
 
@@ -134,6 +135,7 @@ class ComfyServer:
         status, body = self.post("/prompt", {"prompt": api_prompt, "client_id": "face-edit-tests"})
         if status != 200:
             raise PromptRejected(status, body)
+        self.last_node_errors = body.get("node_errors") or {}
         return body["prompt_id"]
 
     def wait(self, prompt_id: str, timeout: float = 600.0) -> dict:

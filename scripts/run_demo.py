@@ -40,6 +40,13 @@ def main() -> int:
                 print(f"{name}: skipped, its model files are not installed (see the README's model table): "
                       f"{str(e)[:300]}")
                 continue
+            if server.last_node_errors:   # ComfyUI ran the outputs it could and dropped the rest
+                missing = "; ".join(e.get("details", "") for errs in server.last_node_errors.values()
+                                    for e in errs.get("errors", []))
+                print(f"{name}: partly skipped, model files are not installed (see the README's model table): "
+                      f"{missing[:300]}")
+                if name not in NEEDS_USER_MODELS:
+                    failed = True
             error = execution_error(entry)
             if error:
                 print(f"{name}: FAILED in node {error.get('node_type')}: {error.get('exception_message')}")
@@ -55,7 +62,8 @@ def main() -> int:
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(server.output_path(item), target)
                         print(f"  wrote {target}")
-            print(f"{name}: ok in {time.time() - started:.1f} s")
+            if not server.last_node_errors:
+                print(f"{name}: ok in {time.time() - started:.1f} s")
     print(f"results in {out}")
     return 1 if failed else 0
 
