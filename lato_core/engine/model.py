@@ -1,7 +1,7 @@
 """The loaded LaTo model as the nodes pass it around: DiT + connector, weight storage, offload and LoRAs.
 
 LoRAs follow ComfyUI's clone() idea: with_lora() returns a new LaToModel sharing the modules and adding to a
-patch list; the patches are merged only inside `ready()` and undone on leaving it, so two branches of a
+patch list; the patches are applied (as peft layers) only inside `ready()` and removed on leaving it, so two branches of a
 workflow with different LoRAs never see each other's weights.
 """
 from __future__ import annotations
@@ -43,9 +43,8 @@ class LaToModel:
     def ready(self, device: torch.device | str, offload_device: torch.device | str = "cpu"):
         """The DiT and connector on `device` with this model's LoRAs applied; back on offload_device afterwards."""
         device, offload_device = torch.device(device), torch.device(offload_device)
-        method = "peft" if self.storage == "fp8_e4m3" else "merge"   # fp8 weights cannot take a merged delta
-        handles = [apply_lora(self.dit, lora, strength, method=method, keep_original=True)
-                   for _, lora, strength in self.loras if strength]
+        # peft layers leave the base weights alone: no copy of 12B weights to undo a merge, and fp8 works too.
+        handles = [apply_lora(self.dit, lora, strength, method="peft") for _, lora, strength in self.loras if strength]
         offloader = None
         try:
             self.connector.to(device)
