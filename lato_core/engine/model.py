@@ -1,8 +1,8 @@
 """The loaded LaTo model as the nodes pass it around: DiT + connector, weight storage, offload and LoRAs.
 
 LoRAs follow ComfyUI's clone() idea: with_lora() returns a new LaToModel sharing the modules and adding to a
-patch list; the patches are applied (as peft layers) only inside `ready()` and removed on leaving it, so two branches of a
-workflow with different LoRAs never see each other's weights.
+patch list; the patches are applied (as peft layers) only inside `ready()` and removed on leaving it, so two
+branches of a workflow with different LoRAs never see each other's weights.
 """
 from __future__ import annotations
 
