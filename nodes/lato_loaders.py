@@ -16,10 +16,13 @@ STORAGE_CHOICES = ("auto", "bf16", "fp8_e4m3", "fp32")
 
 
 def _pack_files(extensions: tuple[str, ...]) -> list[str]:
+    """Files in models/lato/ with these endings, leaving out the shards inside model folders (the VLM's)."""
     import folder_paths
 
     pack_model_paths()
-    return [f for f in folder_paths.get_filename_list(PACK_MODEL_FOLDER) if f.endswith(extensions)]
+    model_dirs = tuple(d.replace(os.sep, "/") + "/" for d in model_subfolders(PACK_MODEL_FOLDER, "") if d)
+    return [f for f in folder_paths.get_filename_list(PACK_MODEL_FOLDER)
+            if f.endswith(extensions) and not f.replace(os.sep, "/").startswith(model_dirs)]
 
 
 def _full_path(folder: str, name: str, what: str) -> str:

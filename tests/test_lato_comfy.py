@@ -31,6 +31,8 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_lato")
     files = tiny_lato.write_all(base / "models", vae=True)
     _tiny_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
+    from tests.tiny_vlm import build_tiny_vlm
+    build_tiny_vlm(base / "models" / "lato" / "Landmark_Predictor")   # a VLM folder beside the tokenizer
     with ComfyServer(base) as comfy:
         comfy.add_input_file(PACK_DIR / "assets" / "portrait.jpg", SAMPLE_IMAGE)
         yield comfy, files
@@ -82,3 +84,14 @@ def test_a_plain_flux_file_is_refused_with_the_fix(server):
     entry = comfy.run(prompt)
     error = execution_error(entry)
     assert error and "plain FLUX file" in error["exception_message"] and "models/diffusion_models/" in error["exception_message"]
+
+
+def test_model_lists_keep_vlm_shards_out_of_the_file_choices(server):
+    comfy, _ = server
+    info = comfy.object_info()
+    tokenizers = info["LaToTokenizerLoader"]["input"]["required"]["tokenizer_name"][0]
+    adapters = info["LaToModelLoader"]["input"]["required"]["landmark_adapter"][0]
+    assert "tokenizer_tiny.safetensors" in tokenizers and not any("Landmark_Predictor" in f for f in tokenizers)
+    assert "landmark_in_tiny.pth" in adapters
+    assert info["FaceEditLandmarkVLMLoader"]["input"]["required"]["folder"][0] == ["Landmark_Predictor"]
+    assert info["LaToTextEncoderLoader"]["input"]["required"]["folder"][0] == ["qwen_tiny"]
