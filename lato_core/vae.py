@@ -29,6 +29,16 @@ FLUX_AUTOENCODER_CONFIG = {  # FLUX.1 ae: ch 128, ch_mult (1, 2, 4, 4), 2 res bl
 WRAPPER_PREFIXES = ("first_stage_model.", "vae.", "ae.")
 
 
+def normalise_latent(raw: torch.Tensor, scale: float = FLUX_VAE_SCALE, shift: float = FLUX_VAE_SHIFT) -> torch.Tensor:
+    """Raw VAE latent (what ComfyUI's VAE returns) -> the sampler's (z - shift) * scale, fp32."""
+    return (raw.float() - shift) * scale
+
+
+def raw_latent(normalised: torch.Tensor, scale: float = FLUX_VAE_SCALE, shift: float = FLUX_VAE_SHIFT) -> torch.Tensor:
+    """The inverse of normalise_latent."""
+    return normalised.float() / scale + shift
+
+
 class VAEFileError(FaceEditError):
     pass
 
@@ -66,12 +76,12 @@ class FluxVAE:
         x = _pixels_bchw(pixels).to(device=self.device, dtype=self.dtype)
         posterior = self.autoencoder.encode(x).latent_dist
         z = posterior.sample(generator) if sample else posterior.mean
-        return (z.float() - self.shift) * self.scale
+        return normalise_latent(z, self.scale, self.shift)
 
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Normalised latent (B, 16, h, w) -> pixels (B, 8h, 8w, 3) in 0..1, fp32."""
-        z = latent.float() / self.scale + self.shift
+        z = raw_latent(latent, self.scale, self.shift)
         image = self.autoencoder.decode(z.to(device=self.device, dtype=self.dtype)).sample
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
@@ -88,10 +98,10 @@ class ComfyVAELatents:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         z = self.vae.encode(pixels[..., :3]).float()
-        return z if self.latent_is_normalised else (z - self.shift) * self.scale
+        return z if self.latent_is_normalised else normalise_latent(z, self.scale, self.shift)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        z = latent.float() if self.latent_is_normalised else latent.float() / self.scale + self.shift
+        z = latent.float() if self.latent_is_normalised else raw_latent(latent, self.scale, self.shift)
         return self.vae.decode(z).float()
 
 

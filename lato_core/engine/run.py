@@ -18,7 +18,7 @@ from ..sampler.packing import grid_hw_for_latent, pack_latents, unpack_latents
 from ..text.encode import TextConditioning
 from ..tokenizer.loading import points_to_tokens_input
 from ..tokenizer.model import LandmarkTokenizer
-from ..vae import FLUX_VAE_SCALE, FLUX_VAE_SHIFT
+from ..vae import normalise_latent, raw_latent
 from .model import LaToModel
 
 GUIDANCE_MODES = ("release", "landmark_aware", "none")
@@ -81,7 +81,7 @@ def edit_latent(model: LaToModel, cond: TextConditioning, uncond: TextConditioni
         raise FaceEditError(f"Guidance mode '{mode}' needs the unconditional (empty prompt) encoding.")
     device = torch.device(device)
     grid_hw = grid_hw_for_latent(source_latent)
-    packed = pack_latents((source_latent.float() - FLUX_VAE_SHIFT) * FLUX_VAE_SCALE).to(device)
+    packed = pack_latents(normalise_latent(source_latent)).to(device)
     null_tokens = null_tokens if null_tokens is not None else model.null_tokens
     if null_tokens is not None:
         null_tokens = null_tokens.to(device, model.compute_dtype)
@@ -92,4 +92,4 @@ def edit_latent(model: LaToModel, cond: TextConditioning, uncond: TextConditioni
         edited = sample(dit, int(seed), packed, _on(cond, device), _on(uncond, device) if uncond else None,
                         landmark_condition, grid_hw=grid_hw, steps=steps, guidance=guidance, shift=shift,
                         callback=callback, interrupt=interrupt)
-    return unpack_latents(edited, grid_hw).cpu() / FLUX_VAE_SCALE + FLUX_VAE_SHIFT
+    return raw_latent(unpack_latents(edited, grid_hw).cpu())

@@ -12,7 +12,7 @@ from ..engine.run import edit_latent, tokenize_landmarks
 from ..engine.text_encoder import encode_edit, load_text_encoder
 from ..errors import FaceEditError
 from ..tokenizer.loading import load_tokenizer
-from ..vae import load_flux_vae
+from ..vae import load_flux_vae, normalise_latent, raw_latent
 
 # The LaTo release's files where the README's model table puts them.
 RELEASE_LAYOUT = {
@@ -63,8 +63,8 @@ def make_lato_engine(files: LaToFiles, steps: int = 28, seed: int = 0, mode: str
         crops = crop[None].float()
         cond, uncond = encode_edit(encoder, model, instruction, crops, device)
         tokens = tokenize_landmarks(tokenizer, [replace(target, image_index=0)])
-        raw = vae.encode(crops) / vae.scale + vae.shift   # the engine takes ComfyUI's raw latents
+        raw = raw_latent(vae.encode(crops), vae.scale, vae.shift)   # the engine takes ComfyUI's raw latents
         edited = edit_latent(model, cond, uncond, tokens, raw, seed, steps, mode, scale, device=device)
-        return vae.decode((edited - vae.shift) * vae.scale)[0].cpu()
+        return vae.decode(normalise_latent(edited, vae.scale, vae.shift))[0].cpu()
 
     return engine

@@ -32,8 +32,7 @@ class Controls:
 
 
 def _params_from(controls: Controls, base: EditParams | None = None) -> EditParams:
-    return (base or EditParams()).with_controls(controls.yaw, controls.pitch, controls.roll, controls.expressions,
-                                                controls.mouth_open, controls.blink, controls.brow_raise)
+    return (base or EditParams()).with_controls(**vars(controls))  # the sliders' names are with_controls' arguments
 
 
 def predict_target(face: FaceLandmarks, instruction: str = "", controls: Controls | None = None,
