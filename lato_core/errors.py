@@ -23,3 +23,8 @@ class ImageFormatError(FaceEditError):
 
 class MissingBackendError(FaceEditError):
     pass
+
+
+class ModelFileError(FaceEditError):
+    """A model file that is missing, unreadable or of the wrong layout; the message names the file, the folder
+    it belongs in and what is wrong."""
