@@ -14,7 +14,8 @@ import os
 
 import torch
 
-from .errors import FaceEditError, ImageFormatError
+from .checkpoint_check import check_layout, shapes_of, strip_prefixes
+from .errors import ImageFormatError, ModelFileError
 
 FLUX_VAE_SCALE = 0.3611
 FLUX_VAE_SHIFT = 0.1159
@@ -37,10 +38,6 @@ def normalise_latent(raw: torch.Tensor, scale: float = FLUX_VAE_SCALE, shift: fl
 def raw_latent(normalised: torch.Tensor, scale: float = FLUX_VAE_SCALE, shift: float = FLUX_VAE_SHIFT) -> torch.Tensor:
     """The inverse of normalise_latent."""
     return normalised.float() / scale + shift
-
-
-class VAEFileError(FaceEditError):
-    pass
 
 
 def _pixels_bchw(pixels: torch.Tensor) -> torch.Tensor:
@@ -124,12 +121,12 @@ def load_flux_vae(path: str | os.PathLike, *, config: dict | None = None, device
 
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise VAEFileError(f"VAE file not found: {path}. Download lato/vae.safetensors from the LaTo release "
+        raise ModelFileError(f"VAE file not found: {path}. Download lato/vae.safetensors from the LaTo release "
                            "and put it in ComfyUI's models/vae/ folder.")
     try:
         state = load_file(path)
     except Exception as error:  # safetensors raises its own error types
-        raise VAEFileError(f"cannot read {path} as safetensors: {error}") from error
+        raise ModelFileError(f"cannot read {path} as safetensors: {error}") from error
     autoencoder = autoencoder_from_bfl_state(state, config, source=path)
     return FluxVAE(autoencoder.to(device=device, dtype=dtype))
 
@@ -142,36 +139,20 @@ def autoencoder_from_bfl_state(state: dict[str, torch.Tensor], config: dict | No
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     config = dict(FLUX_AUTOENCODER_CONFIG if config is None else config)
-    state = _strip_wrapper_prefix(state)
+    state = strip_prefixes(state, WRAPPER_PREFIXES)
     if not any(key.startswith(("encoder.", "decoder.")) for key in state):
-        raise VAEFileError(f"{source} has no encoder.* / decoder.* keys, so it is not a FLUX VAE "
+        raise ModelFileError(f"{source} has no encoder.* / decoder.* keys, so it is not a FLUX VAE "
                            f"(first keys: {sorted(state)[:5]}). Pick the vae.safetensors of the LaTo release.")
     diffusers_layout = any(".down_blocks." in key or ".up_blocks." in key for key in state)
     converted = dict(state) if diffusers_layout else convert_ldm_vae_checkpoint(state, config)
 
     autoencoder = AutoencoderKL(**config)
     expected = autoencoder.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    wrong_shape = [f"{key} {tuple(converted[key].shape)} (expected {tuple(expected[key].shape)})"
-                   for key in sorted(set(expected) & set(converted)) if converted[key].shape != expected[key].shape]
     ignored = len(state) - len(converted)
-    if missing or unexpected or wrong_shape or ignored > 0:
-        lines = [f"{source} does not match the FLUX autoencoder ({config['latent_channels']} latent channels, "
-                 f"blocks {tuple(config['block_out_channels'])}); keys below in diffusers names:"]
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
-            if keys:
-                lines.append(f"  {len(keys)} {label}: " + ", ".join(keys[:6]) + (" ..." if len(keys) > 6 else ""))
-        if ignored > 0:
-            lines.append(f"  {ignored} keys were not recognised by the BFL->diffusers key conversion")
-        lines.append("Use lato/vae.safetensors from the LaTo release (or FLUX.1's ae.safetensors).")
-        raise VAEFileError("\n".join(lines))
+    check_layout(source, shapes_of(converted), shapes_of(expected),
+                 f"the FLUX autoencoder ({config['latent_channels']} latent channels, blocks "
+                 f"{tuple(config['block_out_channels'])}); keys below in diffusers names",
+                 "Use lato/vae.safetensors from the LaTo release (or FLUX.1's ae.safetensors) in models/vae/.",
+                 [f"  {ignored} keys were not recognised by the BFL->diffusers key conversion"] if ignored > 0 else [])
     autoencoder.load_state_dict({key: converted[key].float() for key in expected}, strict=True)
     return autoencoder.eval().requires_grad_(False)
-
-
-def _strip_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(key.startswith(prefix) for key in state):
-            return {key[len(prefix):]: value for key, value in state.items()}
-    return state

@@ -6,11 +6,12 @@ import torch
 from safetensors.torch import save_file
 from tiny_dit import TINY, bfl_to_diffusers, diffusers_twin, random_bfl_state_dict, tiny_inputs, tiny_model
 
-from lato_core.dit import CheckpointError, DiTConfig, Step1XEditDiT, detect_checkpoint_kind, load_dit
+from lato_core.dit import DiTConfig, Step1XEditDiT, detect_checkpoint_kind, load_dit
 from lato_core.dit import image_ids, load_landmark_in, text_ids
 from lato_core.dit.layers import timestep_embedding
 from lato_core.dit.loading import expected_shapes
 from lato_core.dit.model import MissingLandmarkAdapterError
+from lato_core.errors import ModelFileError
 
 GRID = (4, 6)  # non-square latent grid, N = 24
 
@@ -190,7 +191,7 @@ def test_plain_flux_file_is_rejected_clearly(tmp_path):
     state["guidance_in.in_layer.bias"] = torch.randn(64)
     path = write_checkpoint(tmp_path / "flux1-dev.safetensors", state, connector=False)
     assert detect_checkpoint_kind(save_keys(path)) == "flux"
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_dit(path, dtype=torch.float32, config=TINY)
     assert "flux1-dev.safetensors" in str(err.value) and "plain FLUX" in str(err.value)
     assert "guidance_in.in_layer.weight" in str(err.value)
@@ -208,7 +209,7 @@ def test_missing_misshaped_and_truncated_files_fail_clearly(tmp_path):
     state["single_blocks.0.linear1.weight"] = torch.randn(3 * 64 + 128, 64)
     state["pos_embed.extra"] = torch.zeros(3)
     path = write_checkpoint(tmp_path / "broken.safetensors", state)
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ModelFileError) as err:
         load_dit(path, dtype=torch.float32, config=TINY)
     message = str(err.value)
     assert "broken.safetensors" in message
@@ -220,9 +221,9 @@ def test_missing_misshaped_and_truncated_files_fail_clearly(tmp_path):
     data = good.read_bytes()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated.safetensors.*truncated or corrupt"):
+    with pytest.raises(ModelFileError, match="truncated.safetensors.*truncated or corrupt"):
         load_dit(truncated, dtype=torch.float32, config=TINY)
-    with pytest.raises(CheckpointError, match="not found: .*nowhere.safetensors"):
+    with pytest.raises(ModelFileError, match="not found: .*nowhere.safetensors"):
         load_dit(tmp_path / "nowhere.safetensors", config=TINY)
 
 

@@ -5,8 +5,10 @@ import torch
 from safetensors.torch import save_file
 
 from lato_core.dit.config import DiTConfig
-from lato_core.dit.loading import CheckpointError, expected_shapes
-from lato_core.engine.files import ModelFileError, infer_connector_config, infer_dit_config, read_header
+from lato_core.dit.loading import expected_shapes
+from lato_core.engine.files import (SIDECAR_SUFFIX, config_sections, infer_connector_config, infer_dit_config,
+                                    read_header)
+from lato_core.errors import ModelFileError
 from lato_core.engine.model import load_lato_model
 from lato_core.engine.run import edit_latent, tokenize_landmarks
 from lato_core.engine.text_encoder import encode_edit, load_text_encoder
@@ -28,12 +30,39 @@ def model(files):
 
 def test_configs_come_from_the_file(files):
     shapes, metadata = read_header(files["dit"])
-    assert infer_dit_config(shapes, metadata) == TINY
-    assert infer_connector_config(shapes, metadata) == tiny_lato.CONNECTOR
+    sections = config_sections(files["dit"], metadata)
+    assert infer_dit_config(shapes, sections) == TINY
+    assert infer_connector_config(shapes, sections) == tiny_lato.CONNECTOR
     # Without metadata, shapes alone give the release config for release shapes (heads of 128, axes 16/56/56).
     release = {k: v for k, v in expected_shapes(DiTConfig.release(), with_landmark_in=True).items()}
     assert infer_dit_config(release) == DiTConfig.release()
-    assert infer_dit_config(shapes).axes_dim == TINY.axes_dim  # proportional split of a 32-wide head
+
+
+def test_what_shapes_cannot_tell_is_refused_by_name_or_read_from_a_sidecar(tmp_path, files):
+    shapes, _ = read_header(files["dit"])
+    with pytest.raises(ModelFileError, match=r"my\.safetensors: its attention heads are 32 wide.*axes_dim"):
+        infer_dit_config(shapes, {}, "my.safetensors")
+    with pytest.raises(ModelFileError, match=r"my\.safetensors: its connector is 32 wide.*num_heads"):
+        infer_connector_config(shapes, {}, "my.safetensors")
+    plain = tmp_path / "plain.safetensors"
+    save_file({k: torch.zeros(v) for k, v in shapes.items()}, str(plain))   # same weights, no metadata
+    sidecar = tmp_path / ("plain.safetensors" + SIDECAR_SUFFIX)
+    sidecar.write_text('{"dit": {"axes_dim": [4, 14, 14]}, "connector": {"num_heads": 4}}')
+    sections = config_sections(plain, {})
+    assert infer_dit_config(shapes, sections, str(plain)) == TINY
+    assert infer_connector_config(shapes, sections, str(plain)) == tiny_lato.CONNECTOR
+    for bad, why in (("{not json", "not a valid LaTo config"), ('{"dit": {"axes_dim": [2, 7, 7]}}', "does not fit"),
+                     ('{"dit": {"heads": 3}}', "unknown fields"), ('[' * 100_000, "not a valid LaTo config")):
+        sidecar.write_text(bad)
+        with pytest.raises(ModelFileError, match=why) as info:
+            infer_dit_config(shapes, config_sections(plain, {}), str(plain))
+        assert "plain.safetensors" in str(info.value)
+    broken_img_in = dict(shapes, **{"img_in.weight": (64,)})
+    with pytest.raises(ModelFileError, match=r"img_in\.weight is of shape \[64\], expected a 2-D tensor"):
+        infer_dit_config(broken_img_in, {"dit": {"axes_dim": [4, 14, 14]}}, "x.safetensors")
+    partial = {k: v for k, v in shapes.items() if "global_proj_out" not in k}
+    with pytest.raises(ModelFileError, match=r"connector\.global_proj_out\.weight is missing"):
+        infer_connector_config(partial, {"connector": {"num_heads": 4}}, "x.safetensors")
 
 
 def test_unreadable_and_wrong_files_name_the_problem(tmp_path, files):
@@ -43,13 +72,13 @@ def test_unreadable_and_wrong_files_name_the_problem(tmp_path, files):
         read_header(bad)
     with pytest.raises(ModelFileError, match="Model file not found: .*nothing.safetensors"):
         read_header(tmp_path / "nothing.safetensors")
-    with pytest.raises(CheckpointError, match="plain FLUX file .* models/diffusion_models/"):
+    with pytest.raises(ModelFileError, match="plain FLUX file .* models/diffusion_models/"):
         load_lato_model(files["plain_flux"])
 
 
 def test_missing_adapter_is_named_and_the_release_pth_fills_it(tmp_path, files):
     no_adapter = tiny_lato.write_dit(tmp_path / "lato_no_adapter.safetensors", with_landmark_in=False)
-    with pytest.raises(CheckpointError, match="no landmark_in.* put landmark_in.pth .* models/lato/"):
+    with pytest.raises(ModelFileError, match="no landmark_in.* put landmark_in.pth .* models/lato/"):
         load_lato_model(no_adapter)
     loaded = load_lato_model(no_adapter, landmark_adapter=files["adapter"], storage="fp32")
     expected = torch.load(files["adapter"], weights_only=True)["weight"]

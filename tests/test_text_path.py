@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from lato_core.errors import ModelFileError
 from PIL import Image
 
-from lato_core.text import (ConnectorConfig, ConnectorLoadError, Qwen2Connector, RELEASE_PREFIX_DROP,
+from lato_core.text import (ConnectorConfig, Qwen2Connector, RELEASE_PREFIX_DROP,
                             STEP1X_PREFIX, build_qwen_inputs, clear_text_cache, encode_guidance_pair, encode_text,
                             load_connector, prefix_drop)
 from lato_core.text.qwen_prompt import split_quoted, to_pil_rgb
@@ -76,9 +78,10 @@ def reference_connector(p: dict, x, t, mask, cfg: ConnectorConfig):
         return (v - mu) / torch.sqrt(var + 1e-6) * p[name + ".weight"] + p[name + ".bias"]
     m = mask.float()
     mean = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True)
-    pooled = lin(mean * (1 + p["scale_factor"].bfloat16()).float(), "global_proj_out")   # bf16 sum, as released
+    pooled = lin(mean * (1 + p["scale_factor"]), "global_proj_out")   # scale in the activations' dtype
+
     half = cfg.timestep_freq_dim // 2
-    args = t[:, None] * torch.exp(-math.log(10000) * torch.arange(half) / half)[None]
+    args = 1000 * t[:, None] * torch.exp(-math.log(10000) * torch.arange(half) / half)[None]
     t_feat = torch.cat([torch.cos(args), torch.sin(args)], -1)
     c = lin(silu(lin(t_feat, "S.t_embedder.mlp.0")), "S.t_embedder.mlp.2") + \
         lin(silu(lin(mean, "S.c_embedder.linear_1")), "S.c_embedder.linear_2")
@@ -232,12 +235,12 @@ def test_connector_loads_from_safetensors_strictly(tmp_path):
     broken = {k: v for k, v in dit_like.items() if "blocks.1.mlp.fc2.bias" not in k}
     broken["connector.global_proj_out.weight"] = torch.zeros(16, 63)
     save_file(broken, str(tmp_path / "broken.safetensors"))
-    with pytest.raises(ConnectorLoadError) as info:
+    with pytest.raises(ModelFileError) as info:
         load_connector(tmp_path / "broken.safetensors", config=TINY)
     message = str(info.value)
     assert "missing (1)" in message and "S.individual_token_refiner.blocks.1.mlp.fc2.bias" in message
-    assert "global_proj_out.weight: got [16, 63], expected [16, 64]" in message
-    with pytest.raises(ConnectorLoadError, match="not found"):
+    assert "global_proj_out.weight: file [16, 63], expected [16, 64]" in message
+    with pytest.raises(match="not found"):
         load_connector(tmp_path / "nope.safetensors", config=TINY)
 
 

@@ -5,11 +5,13 @@ import math
 
 import pytest
 import torch
+
+from lato_core.errors import ModelFileError
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from lato_core.errors import LandmarkFormatError
-from lato_core.tokenizer import (LandmarkTokenizer, TokenizerCheckpointError, TokenizerConfig, VectorQuantizer,
+from lato_core.tokenizer import (LandmarkTokenizer, TokenizerConfig, VectorQuantizer,
                                  expected_shapes, infer_config, load_tokenizer, points_to_tokens_input,
                                  read_header, tokens_input_to_points)
 from tests.tiny_tokenizer import TINY, synthetic_landmarks, tiny_config, tiny_tokenizer
@@ -136,7 +138,7 @@ def test_round_trip_through_safetensors(model, points, tmp_path):
     assert not lean.has_decoder and torch.equal(lean.encode(points)[0], idx)
     with pytest.raises(RuntimeError, match="without decoder"):
         lean.decode(codes)
-    with pytest.raises(TokenizerCheckpointError, match=r"missing keys \(\d+\): decoder\.conv_in\.weight"):
+    with pytest.raises(match=r"missing \(82\):\n    decoder\.attn1\.k\.bias"):
         load_tokenizer(enc_only, config=TINY, decoder=True)
     skipped = load_tokenizer(path, config=TINY, decoder=False)  # full file, decoder left out on purpose
     assert not skipped.has_decoder and torch.equal(skipped.encode(points)[1], codes)
@@ -147,13 +149,13 @@ def test_round_trip_through_safetensors(model, points, tmp_path):
 
 
 BAD_FILES = {
-    "missing": (dict(drop=["encoder.attn1.q.weight"]), ["missing keys (1): encoder.attn1.q.weight"]),
-    "extra": (dict(extra={"vq.code_count": torch.ones(64)}), ["unexpected keys (1): vq.code_count"]),
+    "missing": (dict(drop=["encoder.attn1.q.weight"]), ["missing (1):\n    encoder.attn1.q.weight"]),
+    "extra": (dict(extra={"vq.code_count": torch.ones(64)}), ["unexpected (1):\n    vq.code_count"]),
     "shape": (dict(reshape={"encoder.resnet3.1.block.2.weight": (64, 64, 5)}),
-              ["wrong shapes (1): encoder.resnet3.1.block.2.weight is [64, 64, 5], expected [64, 64, 3]"]),
+              ["wrong shape (1):\n    encoder.resnet3.1.block.2.weight: file [64, 64, 5], expected [64, 64, 3]"]),
     "all": (dict(drop=["vq.codebook"], extra={"foo": torch.ones(1)}, reshape={"decoder.attn1.k.bias": (3,)}),
-            ["missing keys (1): vq.codebook", "unexpected keys (1): foo",
-             "wrong shapes (1): decoder.attn1.k.bias is [3], expected [64]"]),
+            ["missing (1):\n    vq.codebook", "unexpected (1):\n    foo",
+             "wrong shape (1):\n    decoder.attn1.k.bias: file [3], expected [64]"]),
 }
 
 
@@ -162,7 +164,7 @@ def test_bad_layouts_fail_with_one_clear_message(model, tmp_path, case):
     changes, expected_lines = BAD_FILES[case]
     path = _save(model, tmp_path / f"{case}.safetensors", **changes)
     for config in (TINY, None):  # verified against a given config, and with sizes inferred from the file
-        with pytest.raises(TokenizerCheckpointError) as info:
+        with pytest.raises(ModelFileError) as info:
             load_tokenizer(path, config=config)
         message = str(info.value)
         assert f"'{path}'" in message and "Po_VQVAE/model.safetensors" in message
@@ -180,7 +182,7 @@ def test_unreadable_files_fail_clearly(model, tmp_path, damage):
         path.write_bytes(b"\x00not a safetensors file" * 40)
     else:
         path = tmp_path / "nowhere.safetensors"
-    with pytest.raises(TokenizerCheckpointError) as info:
+    with pytest.raises(ModelFileError) as info:
         load_tokenizer(path, config=TINY)
     message = str(info.value)
     assert str(path) in message

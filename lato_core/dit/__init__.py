@@ -3,12 +3,11 @@
 Module and parameter names follow the BFL FLUX key layout, so a Step1X-Edit or LaTo checkpoint loads without renaming.
 """
 from .config import DiTConfig
-from .loading import CheckpointError, LoadedDiT, detect_checkpoint_kind, load_dit, load_landmark_in
+from .loading import LoadedDiT, detect_checkpoint_kind, load_dit, load_landmark_in
 from .model import Step1XEditDiT
 from .rope import image_ids, landmark_ids, text_ids
 
 __all__ = [
-    "CheckpointError",
     "DiTConfig",
     "LoadedDiT",
     "Step1XEditDiT",

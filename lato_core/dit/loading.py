@@ -14,11 +14,11 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..errors import FaceEditError
+from ..checkpoint_check import COMMON_WRAPPERS, check_layout
+from ..errors import ModelFileError
 from .config import DiTConfig
 from .model import Step1XEditDiT
 
-WRAPPER_PREFIXES = ("model.diffusion_model.", "diffusion_model.")  # ComfyUI / LDM-style saves
 CONNECTOR_PREFIX = "connector."
 LANDMARK_PREFIX = "landmark_in."
 # Learned unconditional landmark tokens (the paper's landmark-aware CFG): (L, landmark_dim) or (landmark_dim,).
@@ -62,10 +62,6 @@ BFL_LAYOUT: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-class CheckpointError(FaceEditError):
-    """A DiT checkpoint that cannot be used; the message names the file and what is wrong."""
-
-
 @dataclass
 class LoadedDiT:
     model: Step1XEditDiT
@@ -106,7 +102,7 @@ def expected_shapes(cfg: DiTConfig, with_landmark_in: bool = True) -> dict[str, 
 
 
 def strip_wrapper_prefix(key: str) -> str:
-    for prefix in WRAPPER_PREFIXES:
+    for prefix in COMMON_WRAPPERS:
         if key.startswith(prefix):
             return key[len(prefix):]
     return key
@@ -140,14 +136,14 @@ class _TensorSource:
             return
         self.name = os.fspath(source)
         if not os.path.isfile(self.name):
-            raise CheckpointError(f"DiT checkpoint not found: {self.name}")
+            raise ModelFileError(f"DiT checkpoint not found: {self.name}")
         try:
             from safetensors import safe_open
             self._handle = safe_open(self.name, framework="pt", device="cpu")
             self._names = {strip_wrapper_prefix(k): k for k in self._handle.keys()}
             self.shapes = {k: tuple(self._handle.get_slice(raw).get_shape()) for k, raw in self._names.items()}
         except Exception as exc:  # header errors: truncated or not a safetensors file
-            raise CheckpointError(f"{self.name}: not a readable .safetensors file (truncated or corrupt "
+            raise ModelFileError(f"{self.name}: not a readable .safetensors file (truncated or corrupt "
                                   f"download?): {exc}") from exc
 
     def close(self) -> None:
@@ -161,33 +157,20 @@ class _TensorSource:
         try:
             return self._handle.get_tensor(self._names[key])
         except Exception as exc:
-            raise CheckpointError(f"{self.name}: cannot read tensor {key}: {exc}") from exc
-
-
-def _listing(title: str, items: list[str], limit: int = 12) -> str:
-    shown = "\n    ".join(items[:limit])
-    more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""
-    return f"  {title} ({len(items)}):\n    {shown}{more}"
+            raise ModelFileError(f"{self.name}: cannot read tensor {key}: {exc}") from exc
 
 
 def validate_keys(name: str, shapes: Mapping[str, tuple[int, ...]], cfg: DiTConfig) -> bool:
-    """Raise one CheckpointError listing missing / unexpected / mis-shaped keys. Returns has_landmark_in."""
+    """Raise one ModelFileError listing missing / unexpected / mis-shaped keys. Returns has_landmark_in."""
     dit_shapes = {k: s for k, s in shapes.items() if not k.startswith(CONNECTOR_PREFIX) and k != NULL_TOKENS_KEY}
     has_landmark_in = any(k.startswith(LANDMARK_PREFIX) for k in dit_shapes)
-    expected = expected_shapes(cfg, with_landmark_in=has_landmark_in)
-    missing = sorted(set(expected) - set(dit_shapes))
-    unexpected = sorted(set(dit_shapes) - set(expected))
-    misshaped = sorted(f"{k}: file {list(dit_shapes[k])}, expected {list(expected[k])}"
-                       for k in set(expected) & set(dit_shapes) if tuple(dit_shapes[k]) != expected[k])
-    if missing or unexpected or misshaped:
-        parts = [f"{name}: does not match the Step1X-Edit/LaTo DiT layout (hidden {cfg.hidden_size}, "
-                 f"{cfg.depth} double + {cfg.depth_single} single blocks)."]
-        if detect_checkpoint_kind(shapes) == "flux" and any(k.startswith("guidance_in.") for k in shapes):
-            parts.append("  It looks like a plain FLUX checkpoint (has guidance_in.*), not Step1X-Edit or LaTo.")
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                parts.append(_listing(title, items))
-        raise CheckpointError("\n".join(parts))
+    hints = []
+    if detect_checkpoint_kind(shapes) == "flux" and any(k.startswith("guidance_in.") for k in shapes):
+        hints.append("  It looks like a plain FLUX checkpoint (has guidance_in.*), not Step1X-Edit or LaTo.")
+    check_layout(name, dit_shapes, expected_shapes(cfg, with_landmark_in=has_landmark_in),
+                 f"the Step1X-Edit/LaTo DiT layout (hidden {cfg.hidden_size}, {cfg.depth} double + "
+                 f"{cfg.depth_single} single blocks)",
+                 "Use lato/lato.safetensors of the LaTo release in models/diffusion_models/.", hints)
     return has_landmark_in
 
 
@@ -214,28 +197,46 @@ def load_dit(source: str | os.PathLike | Mapping[str, torch.Tensor], dtype: torc
                      connector_state=connector, source=tensors.name, null_tokens=null_tokens)
 
 
+def read_adapter_file(name: str) -> dict[str, torch.Tensor]:
+    """{key: tensor} from landmark_in.pth (a pickle, read with weights_only=True) or a .safetensors file."""
+    where = f"{name} (landmark adapter, models/lato/)"
+    if not os.path.isfile(name):
+        raise ModelFileError(f"{where} not found: put landmark_in.pth from the LaTo code release there.")
+    if os.path.getsize(name) == 0:
+        raise ModelFileError(f"{where} is empty (0 bytes): the download failed; get landmark_in.pth again.")
+    if name.endswith((".safetensors", ".sft")):
+        try:
+            from safetensors.torch import load_file
+            return load_file(name)
+        except Exception:  # safetensors raises its own error types on bad headers
+            raise ModelFileError(f"{where} is not a readable .safetensors file (truncated or corrupt): download "
+                                 "it again, or repack landmark_in.pth with `python -m lato_core.repack`.") from None
+    try:
+        raw = torch.load(name, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = "it holds code or objects other than tensors, which are never run" if "weights_only" in str(exc) \
+            or "Unsupported global" in str(exc) else "it is not a readable torch file (truncated or corrupt)"
+        raise ModelFileError(f"{where} was refused: {reason}. Use the landmark_in.pth of the LaTo code release "
+                             "(a dict with 'weight' and 'bias') or its safetensors repack.") from None
+    if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ModelFileError(f"{where} holds a {type(raw).__name__}, not a dict of tensors {{'weight', 'bias'}}: "
+                             "use the landmark_in.pth of the LaTo code release.")
+    return dict(raw)
+
+
 def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
     """Install landmark_in from landmark_in.pth ({weight, bias}; read with weights_only=True), a .safetensors
     file, or a dict, with or without the `landmark_in.` prefix. Uses the model's dtype and device."""
     name = "<state dict>" if isinstance(source, Mapping) else os.fspath(source)
-    if isinstance(source, Mapping):
-        raw = dict(source)
-    elif name.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        raw = load_file(name)
-    else:
-        try:
-            raw = torch.load(name, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{name}: cannot read landmark_in weights: {exc}") from exc
+    raw = dict(source) if isinstance(source, Mapping) else read_adapter_file(name)
     state = {strip_wrapper_prefix(k).removeprefix(LANDMARK_PREFIX): v for k, v in raw.items()}
     cfg = model.config
     if not cfg.landmark_dim:
-        raise CheckpointError(f"{name}: this DiT config has no landmark adapter (landmark_dim is None)")
+        raise ModelFileError(f"{name}: this DiT config has no landmark adapter (landmark_dim is None)")
     want = {"weight": (cfg.hidden_size, cfg.landmark_dim), "bias": (cfg.hidden_size,)}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if got != want:
-        raise CheckpointError(f"{name}: landmark_in needs {want}, found {got}")
+    check_layout(name, {k: tuple(v.shape) for k, v in state.items()}, want,
+                 f"the landmark adapter of this DiT (Linear {cfg.landmark_dim} -> {cfg.hidden_size})",
+                 "Use the landmark_in.pth that belongs to this LaTo checkpoint.")
     layer = nn.Linear(cfg.landmark_dim, cfg.hidden_size, device=model.img_in.weight.device, dtype=model.dtype)
     with torch.no_grad():
         layer.weight.copy_(state["weight"])

@@ -1,29 +1,30 @@
 """Reading LaTo model files: the safetensors header, and the DiT / connector configs implied by it.
 
-Every size a tensor shape fixes is read from the shapes. What shapes cannot tell (head counts, RoPE axes)
-comes from a "lato_config" JSON in the file's metadata when present (files this pack writes, e.g. tiny
-test models), else from the release, whose 128-wide heads fix the rest.
+Every size a tensor shape fixes is read from the shapes. What shapes cannot tell (the RoPE axes split, the
+connector's head count) comes, in this order, from a "lato_config" JSON in the file's metadata (files this pack
+writes), from a sidecar `<file name>.lato_config.json` beside the file with the same JSON, or from the release
+when the shapes are the release's (128-wide heads). Anything else is a ModelFileError naming the file.
 """
 from __future__ import annotations
 
 import json
 import os
 import struct
-from dataclasses import fields
+from dataclasses import asdict, fields
 
+from ..checkpoint_check import strip_prefixes
 from ..dit.config import DiTConfig
-from ..errors import FaceEditError
+from ..errors import ModelFileError
 from ..text.connector import ConnectorConfig
 
 METADATA_KEY = "lato_config"
+SIDECAR_SUFFIX = ".lato_config.json"
 RELEASE_HEAD_DIM = 128
+MAX_HEADER_BYTES = 100_000_000
+Shapes = dict[str, tuple[int, ...]]
 
 
-class ModelFileError(FaceEditError):
-    pass
-
-
-def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+def read_header(path: str | os.PathLike) -> tuple[Shapes, dict[str, str]]:
     """({tensor name: shape}, metadata) from a .safetensors file without reading the tensors."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -31,78 +32,122 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, tuple[int, ...]], di
     try:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
-            if length > 100_000_000 or length > os.path.getsize(path):
+            if length > MAX_HEADER_BYTES or length > os.path.getsize(path) - 8:
                 raise ValueError("header length beyond the file")
             header = json.loads(f.read(length))
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path} is not a readable .safetensors file ({e}); re-download it.") from None
-    metadata = header.pop("__metadata__", {}) or {}
-    return {k: tuple(v["shape"]) for k, v in header.items()}, metadata
+        metadata = header.pop("__metadata__", {}) or {}
+        shapes = {k: tuple(int(d) for d in v["shape"]) for k, v in header.items()}
+    except (struct.error, ValueError, UnicodeDecodeError, TypeError, KeyError, AttributeError) as e:
+        raise ModelFileError(f"{path} is not a readable .safetensors file ({e}); it is truncated or corrupt: "
+                             "download it again.") from None
+    return shapes, metadata
 
 
-def _metadata_config(metadata: dict[str, str], section: str) -> dict:
-    raw = metadata.get(METADATA_KEY)
-    return json.loads(raw).get(section, {}) if raw else {}
+def config_sections(path: str | os.PathLike, metadata: dict[str, str]) -> dict:
+    """The lato_config JSON of the file (metadata) or of its sidecar; {} when there is none."""
+    path = os.fspath(path)
+    sidecar = path + SIDECAR_SUFFIX
+    for origin, read in ((f"the '{METADATA_KEY}' metadata of {path}", lambda: metadata.get(METADATA_KEY)),
+                         (sidecar, lambda: open(sidecar, encoding="utf-8").read() if os.path.isfile(sidecar) else None)):
+        raw = read()
+        if raw is None:
+            continue
+        try:
+            sections = json.loads(raw)
+            if not isinstance(sections, dict) or not all(isinstance(v, dict) for v in sections.values()):
+                raise ValueError('expected {"dit": {...}, "connector": {...}}')
+        except (ValueError, RecursionError) as e:
+            raise ModelFileError(f"{origin} is not a valid LaTo config ({e}); fix or delete it.") from None
+        return sections
+    return {}
 
 
-def _strip(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    for prefix in ("model.diffusion_model.", "diffusion_model."):
-        if any(k.startswith(prefix) for k in shapes):
-            return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in shapes.items()}
-    return shapes
+def _dim(shapes: Shapes, key: str, axis: int, rank: int, name: str) -> int:
+    shape = shapes.get(key)
+    if shape is None or len(shape) != rank:
+        found = "missing" if shape is None else f"of shape {list(shape)}"
+        raise ModelFileError(f"{name}: tensor {key} is {found}, expected a {rank}-D tensor. This is not a "
+                             "Step1X-Edit / LaTo DiT file: pick lato/lato.safetensors of the LaTo release.")
+    return int(shape[axis])
 
 
-def _axes_for(head_dim: int) -> tuple[int, int, int]:
-    """The release splits 128 as (16, 56, 56); other widths keep those proportions, rounded to even."""
-    first = max(2, round(head_dim / 8 / 2) * 2)
-    rest = (head_dim - first) // 2
-    return first, rest, head_dim - first - rest
+def _block_count(shapes: Shapes, prefix: str, index_at: int) -> int:
+    return len({k.split(".")[index_at] for k in shapes if k.startswith(prefix)})
 
 
-def infer_dit_config(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str] | None = None) -> DiTConfig:
-    shapes = _strip(shapes)
-    if "img_in.weight" not in shapes or "double_blocks.0.img_attn.norm.query_norm.scale" not in shapes:
-        raise ModelFileError("This file has no Step1X-Edit / FLUX DiT (img_in, double_blocks): pick lato.safetensors.")
-    hidden, in_channels = shapes["img_in.weight"]
-    head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-    count = lambda prefix: len({k.split(".")[1] for k in shapes if k.startswith(prefix)})
+def _override(cls, sections: dict | None, name: str, section: str) -> dict:
+    override = dict((sections or {}).get(section, {}))
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(override) - known)
+    if unknown:
+        raise ModelFileError(f"{name}: the LaTo config's '{section}' has unknown fields {unknown}; known: "
+                             f"{sorted(known)}.")
+    return override
+
+
+def _with_overrides(cls, values: dict, override: dict, name: str, section: str):
+    merged = {**values, **override}
+    if "axes_dim" in merged:
+        merged["axes_dim"] = tuple(merged["axes_dim"])
+    try:
+        return cls(**merged)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{name}: its {section} config does not fit the weights ({e}).") from None
+
+
+def infer_dit_config(shapes: Shapes, sections: dict | None = None, name: str = "the DiT file") -> DiTConfig:
+    shapes = strip_prefixes(shapes)
+    override = _override(DiTConfig, sections, name, "dit")
+    hidden = _dim(shapes, "img_in.weight", 0, 2, name)
+    head_dim = _dim(shapes, "double_blocks.0.img_attn.norm.query_norm.scale", 0, 1, name)
+    if head_dim <= 0 or hidden % head_dim:
+        raise ModelFileError(f"{name}: hidden size {hidden} is not a multiple of the head width {head_dim}.")
+    if "axes_dim" not in override and head_dim != RELEASE_HEAD_DIM:
+        raise ModelFileError(
+            f"{name}: its attention heads are {head_dim} wide, not the release's {RELEASE_HEAD_DIM}, so the RoPE "
+            f"axes cannot be read off the shapes. Give them in {os.path.basename(name)}{SIDECAR_SUFFIX} beside it, "
+            'e.g. {"dit": {"axes_dim": [4, 6, 6]}} (three even numbers summing to the head width).')
     values = dict(
-        in_channels=in_channels, hidden_size=hidden, num_heads=hidden // head_dim,
-        depth=count("double_blocks."), depth_single=count("single_blocks."),
-        mlp_ratio=shapes["double_blocks.0.img_mlp.0.weight"][0] / hidden,
-        qkv_bias="double_blocks.0.img_attn.qkv.bias" in shapes, axes_dim=_axes_for(head_dim),
-        vec_in_dim=shapes["vector_in.in_layer.weight"][1], context_in_dim=shapes["txt_in.weight"][1],
+        in_channels=_dim(shapes, "img_in.weight", 1, 2, name), hidden_size=hidden, num_heads=hidden // head_dim,
+        depth=_block_count(shapes, "double_blocks.", 1), depth_single=_block_count(shapes, "single_blocks.", 1),
+        mlp_ratio=_dim(shapes, "double_blocks.0.img_mlp.0.weight", 0, 2, name) / hidden,
+        qkv_bias="double_blocks.0.img_attn.qkv.bias" in shapes,
+        vec_in_dim=_dim(shapes, "vector_in.in_layer.weight", 1, 2, name),
+        context_in_dim=_dim(shapes, "txt_in.weight", 1, 2, name),
         guidance_embed="guidance_in.in_layer.weight" in shapes,
-        landmark_dim=shapes["landmark_in.weight"][1] if "landmark_in.weight" in shapes else DiTConfig().landmark_dim,
-        timestep_embed_dim=shapes["time_in.in_layer.weight"][1],
+        landmark_dim=(_dim(shapes, "landmark_in.weight", 1, 2, name) if "landmark_in.weight" in shapes
+                      else DiTConfig().landmark_dim),
+        timestep_embed_dim=_dim(shapes, "time_in.in_layer.weight", 1, 2, name),
     )
-    override = _metadata_config(metadata or {}, "dit")
-    if "axes_dim" in override:
-        override["axes_dim"] = tuple(override["axes_dim"])
-    known = {f.name for f in fields(DiTConfig)}
-    return DiTConfig(**{**values, **{k: v for k, v in override.items() if k in known}})
+    return _with_overrides(DiTConfig, values, override, name, "dit")
 
 
-def infer_connector_config(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str] | None = None) -> ConnectorConfig | None:
+def infer_connector_config(shapes: Shapes, sections: dict | None = None,
+                           name: str = "the DiT file") -> ConnectorConfig | None:
     """None when the file has no connector.* (a plain FLUX file, or a DiT saved without it)."""
-    shapes = _strip(shapes)
-    prefix = "connector."
-    if f"{prefix}S.input_embedder.weight" not in shapes:
+    shapes = strip_prefixes(shapes)
+    p = "connector."
+    if not any(k.startswith(p) for k in shapes):
         return None
-    hidden, in_dim = shapes[f"{prefix}S.input_embedder.weight"]
-    depth = len({k.split(".")[4] for k in shapes if k.startswith(f"{prefix}S.individual_token_refiner.blocks.")})
-    values = dict(in_dim=in_dim, hidden_size=hidden, num_heads=max(1, hidden // RELEASE_HEAD_DIM), depth=depth,
-                  mlp_ratio=shapes[f"{prefix}S.individual_token_refiner.blocks.0.mlp.fc1.weight"][0] / hidden,
-                  pooled_dim=shapes[f"{prefix}global_proj_out.weight"][0],
-                  timestep_freq_dim=shapes[f"{prefix}S.t_embedder.mlp.0.weight"][1])
-    override = _metadata_config(metadata or {}, "connector")
-    known = {f.name for f in fields(ConnectorConfig)}
-    return ConnectorConfig(**{**values, **{k: v for k, v in override.items() if k in known}})
+    override = _override(ConnectorConfig, sections, name, "connector")
+    hidden = _dim(shapes, f"{p}S.input_embedder.weight", 0, 2, name)
+    release_hidden = ConnectorConfig.release().hidden_size
+    if "num_heads" not in override and hidden != release_hidden:
+        raise ModelFileError(
+            f"{name}: its connector is {hidden} wide, not the release's {release_hidden}, and its head count "
+            f"cannot be read off the shapes. Give it in {os.path.basename(name)}{SIDECAR_SUFFIX} beside it, "
+            'e.g. {"connector": {"num_heads": 4}}.')
+    values = dict(in_dim=_dim(shapes, f"{p}S.input_embedder.weight", 1, 2, name), hidden_size=hidden,
+                  num_heads=ConnectorConfig.release().num_heads, depth=_block_count(
+                      shapes, f"{p}S.individual_token_refiner.blocks.", 4),
+                  mlp_ratio=_dim(shapes, f"{p}S.individual_token_refiner.blocks.0.mlp.fc1.weight", 0, 2, name) / hidden,
+                  pooled_dim=_dim(shapes, f"{p}global_proj_out.weight", 0, 2, name),
+                  timestep_freq_dim=_dim(shapes, f"{p}S.t_embedder.mlp.0.weight", 1, 2, name))
+    return _with_overrides(ConnectorConfig, values, override, name, "connector")
 
 
 def config_metadata(dit: DiTConfig | None = None, connector: ConnectorConfig | None = None) -> dict[str, str]:
     """Metadata to store with a file this pack writes, so that loading needs no guessing."""
-    from dataclasses import asdict
     payload = {}
     if dit is not None:
         payload["dit"] = asdict(dit)

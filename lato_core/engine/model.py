@@ -12,12 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..dit.loading import CheckpointError, detect_checkpoint_kind, load_dit, load_landmark_in
+from ..dit.loading import detect_checkpoint_kind, load_dit, load_landmark_in
+from ..errors import ModelFileError
 from ..dit.model import Step1XEditDiT
 from ..lora import LoraWeights, apply_lora, load_kohya_lora
 from ..memory import BlockOffloader, cast_for_storage
 from ..text.connector import Qwen2Connector, load_connector
-from .files import infer_connector_config, infer_dit_config, read_header
+from .files import config_sections, infer_connector_config, infer_dit_config, read_header
 
 STORAGES = ("bf16", "fp8_e4m3", "fp32")
 OFFLOADS = ("none", "blocks")
@@ -68,22 +69,23 @@ def load_lato_model(path: str | os.PathLike, landmark_adapter: str | os.PathLike
     """Load lato.safetensors (Step1X-Edit DiT + connector.*, maybe landmark_in.*) and the adapter file if the
     checkpoint lacks landmark_in (landmark_in.pth from the release code, read with weights_only=True)."""
     if storage not in STORAGES or offload not in OFFLOADS:
-        raise CheckpointError(f"storage must be one of {STORAGES} and offload one of {OFFLOADS}.")
+        raise ModelFileError(f"storage must be one of {STORAGES} and offload one of {OFFLOADS}.")
     path = os.fspath(path)
     shapes, metadata = read_header(path)
     kind = detect_checkpoint_kind(shapes)
-    connector_config = infer_connector_config(shapes, metadata)
+    sections = config_sections(path, metadata)
+    connector_config = infer_connector_config(shapes, sections, path)
     if kind != "step1x_edit" or connector_config is None:
-        raise CheckpointError(
+        raise ModelFileError(
             f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs lato.safetensors "
             "from the LaTo release (lato/lato.safetensors) in models/diffusion_models/.")
-    config = infer_dit_config(shapes, metadata)
+    config = infer_dit_config(shapes, sections, path)
     load_dtype = compute_dtype if storage != "fp32" else torch.float32
     loaded = load_dit(path, dtype=load_dtype, device=device, config=config)
     notes = []
     if not loaded.has_landmark_in:
         if landmark_adapter is None:
-            raise CheckpointError(
+            raise ModelFileError(
                 f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) in "
                 "models/lato/ and choose it as the landmark adapter.")
         load_landmark_in(loaded.model, landmark_adapter)

@@ -3,14 +3,14 @@
 Parameter names equal the release's connector.* keys (prefix removed), e.g. S.input_embedder.weight,
 S.individual_token_refiner.blocks.0.self_attn_qkv.weight, global_proj_out.weight, scale_factor.
 
-pooled(x, mask) = global_proj_out(masked_mean(x) * (1 + bf16(scale_factor)))   # t-independent
-tokens(x, t, mask): token refiner conditioned on c = t_embedder(t) + c_embedder(masked_mean(x)), where t is the
-flow time in [0, 1] of the current step, NOT multiplied by 1000 (the DiT's own time_in does that), so the
-tokens must be recomputed at every sampling step.
+pooled(x, mask) = global_proj_out(masked_mean(x) * (1 + scale_factor))   # t-independent; the scale is cast
+                                                                          # to the activations' dtype
+tokens(x, t, mask): token refiner conditioned on c = t_embedder(1000 t) + c_embedder(masked_mean(x)), t being the
+flow time in [0, 1] of the current step (the same 1000 factor as the DiT's time_in), so the tokens must be
+recomputed at every sampling step.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -19,14 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import FaceEditError
+from ..dit.layers import timestep_embedding
+from ..checkpoint_check import COMMON_WRAPPERS, check_layout, shapes_of
+from ..errors import ModelFileError
 
 CONNECTOR_PREFIX = "connector."
-WRAPPER_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
-
-
-class ConnectorLoadError(FaceEditError):
-    """Connector weights that do not fit; the message lists what is missing, extra or mis-shaped."""
+TIME_FACTOR = 1000.0  # the refiner embeds 1000 t, like the DiT's time_in
 
 
 @dataclass(frozen=True)
@@ -44,15 +42,6 @@ class ConnectorConfig:
         return cls()
 
 
-def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features [cos | sin] of t as given (no 1000 factor), fp32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return F.pad(features, (0, 1)) if dim % 2 else features
-
-
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weights = mask.to(x.dtype).unsqueeze(-1)
     return (x * weights).sum(dim=1) / weights.sum(dim=1)
@@ -65,7 +54,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_features(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+        features = timestep_embedding(t, self.freq_dim, TIME_FACTOR)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class TextProjection(nn.Module):
@@ -160,9 +150,9 @@ class Qwen2Connector(nn.Module):
         return self.global_proj_out.weight.device
 
     def pooled(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, L, in_dim), (B, L) -> y (B, pooled_dim). The scale is rounded to bf16 as in the release."""
+        """(B, L, in_dim), (B, L) -> y (B, pooled_dim). The scale is cast to x's dtype, as in the release."""
         x = x.to(device=self.device, dtype=self.dtype)
-        scale = (1 + self.scale_factor.to(torch.bfloat16)).to(x.dtype)
+        scale = 1 + self.scale_factor.to(x.dtype)
         return self.global_proj_out(masked_mean(x, mask.to(x.device)) * scale)
 
     def tokens(self, x: torch.Tensor, t: torch.Tensor | float, mask: torch.Tensor) -> torch.Tensor:
@@ -179,7 +169,7 @@ def _connector_keys(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip wrapper prefixes; if any connector.* key exists keep only those (a whole DiT file), prefix removed."""
     state = {}
     for key, value in raw.items():
-        for prefix in WRAPPER_PREFIXES:
+        for prefix in COMMON_WRAPPERS:
             key = key.removeprefix(prefix)
         state[key] = value
     if any(k.startswith(CONNECTOR_PREFIX) for k in state):
@@ -195,26 +185,20 @@ def load_connector(source: Mapping[str, torch.Tensor] | str | os.PathLike, dtype
     if not isinstance(source, Mapping):
         name = os.fspath(source)
         if not os.path.isfile(name):
-            raise ConnectorLoadError(f"connector weights not found: {name}")
+            raise ModelFileError(f"connector weights not found: {name}")
         from safetensors.torch import load_file
-        source = load_file(name)
+        try:
+            source = load_file(name)
+        except Exception:  # safetensors raises its own error types on bad headers
+            raise ModelFileError(f"{name} is not a readable .safetensors file (truncated or corrupt): download "
+                                 "it again.") from None
     state = _connector_keys(source)
     cfg = config or ConnectorConfig.release()
     with torch.device("meta"):
         connector = Qwen2Connector(cfg)
-    expected = {k: tuple(v.shape) for k, v in connector.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(f"{k}: got {list(state[k].shape)}, expected {list(expected[k])}"
-                       for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or misshaped:
-        lines = [f"{name}: connector weights do not match the Step1X-Edit connector (in {cfg.in_dim}, hidden "
-                 f"{cfg.hidden_size}, depth {cfg.depth}). Is this a Step1X-Edit/LaTo DiT file?"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)):
-            if items:
-                shown = "\n    ".join(items[:12]) + (f"\n    ... and {len(items) - 12} more" if len(items) > 12 else "")
-                lines.append(f"  {title} ({len(items)}):\n    {shown}")
-        raise ConnectorLoadError("\n".join(lines))
+    check_layout(name, shapes_of(state), shapes_of(connector.state_dict()),
+                 f"the Step1X-Edit connector (in {cfg.in_dim}, hidden {cfg.hidden_size}, depth {cfg.depth})",
+                 "Is this a Step1X-Edit/LaTo DiT file? Use lato/lato.safetensors of the LaTo release.")
     connector.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=True,
                               assign=True)
     return connector.eval().requires_grad_(False)

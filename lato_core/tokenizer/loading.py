@@ -12,17 +12,13 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from ..errors import FaceEditError, LandmarkFormatError
+from ..checkpoint_check import check_layout
+from ..errors import LandmarkFormatError, ModelFileError
 from .config import TokenizerConfig
 from .model import LandmarkTokenizer
 
 RELEASE_FILE = "Po_VQVAE/model.safetensors"
 CANVAS = 512.0
-_LIST_LIMIT = 12
-
-
-class TokenizerCheckpointError(FaceEditError):
-    """The tokenizer weight file is unreadable or does not have the released layout."""
 
 
 def expected_shapes(config: TokenizerConfig, with_decoder: bool = True) -> dict[str, tuple[int, ...]]:
@@ -36,7 +32,7 @@ def read_header(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
     """Key -> (shape, dtype name) from the safetensors header, without reading the tensors."""
     path = Path(path)
     if not path.is_file():
-        raise TokenizerCheckpointError(
+        raise ModelFileError(
             f"landmark tokenizer file '{path}' does not exist (or is not a file); download {RELEASE_FILE} from the LaTo model repo")
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -71,27 +67,17 @@ def infer_config(shapes: dict, base: TokenizerConfig | None = None) -> Tokenizer
     )
 
 
-def check_layout(path: str | Path, header: dict, config: TokenizerConfig, with_decoder: bool) -> None:
-    """Raise one TokenizerCheckpointError listing every missing, unexpected, mis-shaped or non-float key."""
-    expected = expected_shapes(config, with_decoder)
+def check_tokenizer_layout(path: str | Path, header: dict, config: TokenizerConfig, with_decoder: bool) -> None:
+    """Raise one ModelFileError listing every missing, unexpected, mis-shaped or non-float key."""
     found = {key: shape for key, (shape, _) in header.items()}
-    missing = [key for key in expected if key not in found]
-    unexpected = [key for key in found if key not in expected]
-    wrong = [f"{key} is {list(found[key])}, expected {list(shape)}"
-             for key, shape in expected.items() if key in found and found[key] != shape]
-    not_float = [f"{key} ({dtype})" for key, (_, dtype) in header.items()
-                 if key in expected and not dtype.startswith(("F", "BF"))]
-    problems = [_listing("missing keys", missing), _listing("unexpected keys", unexpected),
-                _listing("wrong shapes", wrong), _listing("non-float tensors", not_float)]
-    problems = [line for line in problems if line]
-    if problems:
-        low, high = config.channels
-        raise TokenizerCheckpointError(
-            f"landmark tokenizer file '{path}' does not match the LaTo tokenizer layout expected here "
-            f"(channels {low}->{high}, code_dim {config.code_dim}, codebook {config.codebook_size}, "
-            f"{config.num_res_blocks} res blocks per stage, decoder {'included' if with_decoder else 'absent'}):\n"
-            + "\n".join(problems)
-            + f"\nUse the released {RELEASE_FILE} (or a file saved from LandmarkTokenizer.state_dict()).")
+    not_float = [f"{key} ({dtype})" for key, (_, dtype) in header.items() if not dtype.startswith(("F", "BF"))]
+    low, high = config.channels
+    check_layout(f"landmark tokenizer file '{path}'", found, expected_shapes(config, with_decoder),
+                 f"the LaTo tokenizer layout expected here (channels {low}->{high}, code_dim {config.code_dim}, "
+                 f"codebook {config.codebook_size}, {config.num_res_blocks} res blocks per stage, decoder "
+                 f"{'included' if with_decoder else 'absent'})",
+                 f"Use the released {RELEASE_FILE} (or a file saved from LandmarkTokenizer.state_dict()).",
+                 [f"  non-float tensors ({len(not_float)}): {', '.join(not_float[:12])}"] if not_float else [])
 
 
 def load_tokenizer(path: str | Path, config: TokenizerConfig | None = None, device: str | torch.device = "cpu",
@@ -111,8 +97,8 @@ def load_tokenizer(path: str | Path, config: TokenizerConfig | None = None, devi
         try:
             config = infer_config(header)
         except ValueError as exc:
-            raise TokenizerCheckpointError(f"landmark tokenizer file '{path}' has unusable sizes: {exc}") from exc
-    check_layout(path, header, config, with_decoder)
+            raise ModelFileError(f"landmark tokenizer file '{path}' has unusable sizes: {exc}") from exc
+    check_tokenizer_layout(path, header, config, with_decoder)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             tensors = {key: handle.get_tensor(key) for key in header}
@@ -145,15 +131,7 @@ def tokens_input_to_points(x: torch.Tensor, canvas: float | tuple[float, float] 
     return ((x.float().transpose(1, 2) + 1.0) * size / 2.0).contiguous()
 
 
-def _listing(title: str, items: list[str]) -> str:
-    if not items:
-        return ""
-    shown = ", ".join(items[:_LIST_LIMIT])
-    more = f" ... and {len(items) - _LIST_LIMIT} more" if len(items) > _LIST_LIMIT else ""
-    return f"  {title} ({len(items)}): {shown}{more}"
-
-
-def _unreadable(path: Path, exc: Exception) -> TokenizerCheckpointError:
-    return TokenizerCheckpointError(
+def _unreadable(path: Path, exc: Exception) -> ModelFileError:
+    return ModelFileError(
         f"landmark tokenizer file '{path}' is not a readable safetensors file "
         f"({type(exc).__name__}: {exc}); it is probably truncated or corrupt, download {RELEASE_FILE} again")
