@@ -81,3 +81,38 @@ def test_apply_rope_matches_diffusers_and_is_relative():
     torch.testing.assert_close(dot(0.0), dot(4.5), rtol=0, atol=1e-4)
     c0, s0 = rope_cos_sin(torch.zeros(1, 3), AXES, 10_000)
     torch.testing.assert_close(apply_rope(x[:, :, :1], c0[None, None], s0[None, None]), x[:, :, :1])
+
+
+NON_SQUARE_XY = [[48.0, 32.0], [72.0, 60.0], [12.0, 8.0]]   # pixels on a 96 wide x 64 high crop
+# grid 4 x 6: per-axis s_y = 64/4 = 16, s_x = 96/6 = 16. The release stretches the crop to 512 x 512
+# (x * 512/96, y * 512/64) and divides both by 512/4 = 128: (48, 32) -> (256, 256) -> (2, 2).
+NON_SQUARE_PER_AXIS = [[0.0, 2.0, 3.0], [0.0, 3.75, 4.5], [0.0, 0.5, 0.75]]
+NON_SQUARE_RELEASE = [[0.0, 2.0, 2.0], [0.0, 3.75, 3.0], [0.0, 0.5, 0.5]]
+
+
+def test_non_square_96x64_ids_by_hand():
+    xy = torch.tensor(NON_SQUARE_XY)
+    per_axis = landmark_ids(xy, (4, 6), (64, 96))
+    release = landmark_ids(xy, (4, 6), (64, 96), release_height_only_scaling=True)
+    torch.testing.assert_close(per_axis, torch.tensor(NON_SQUARE_PER_AXIS), rtol=0, atol=1e-6)
+    torch.testing.assert_close(release, torch.tensor(NON_SQUARE_RELEASE), rtol=0, atol=1e-6)
+    # the release's own computation: the 512 canvas, height-derived scale on both axes
+    stretched = xy * torch.tensor([512 / 96, 512 / 64])
+    torch.testing.assert_close(release, landmark_ids(stretched, (4, 6), (512, 512), True), rtol=0, atol=1e-6)
+
+
+def test_node_path_reproduces_release_ids_on_a_non_square_crop():
+    """Landmarks on the crop's own pixels -> tokenize_landmarks (the node's call) -> the ids the DiT builds."""
+    import numpy as np
+
+    from lato_core.engine.run import tokenize_landmarks
+    from lato_core.face.landmarks import FaceLandmarks
+    from tests.tiny_tokenizer import tiny_tokenizer
+
+    points = np.full((68, 2), 8.0)
+    points[:3] = NON_SQUARE_XY
+    tokens = tokenize_landmarks(tiny_tokenizer(), [FaceLandmarks(points, (96, 64))])
+    assert tokens.canvas_hw == (64, 96)
+    for release, expected in ((False, NON_SQUARE_PER_AXIS), (True, NON_SQUARE_RELEASE)):
+        ids = landmark_ids(tokens.xy, (4, 6), tokens.canvas_hw, release)
+        torch.testing.assert_close(ids[0, :3], torch.tensor(expected), rtol=0, atol=1e-6)

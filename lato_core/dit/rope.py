@@ -27,14 +27,13 @@ def landmark_scales(canvas_hw: tuple[float, float], grid_hw: tuple[int, int],
                     release_height_only_scaling: bool = False) -> tuple[float, float]:
     """Pixels per latent cell (s_y, s_x). Per-axis: s_y = H_px / grid_h, s_x = W_px / grid_w.
 
-    release_height_only_scaling reproduces the release, which uses s = H_px / grid_h (= 512 / (H / 16)) on both
-    axes; identical to per-axis scaling for square images, wrong for non-square ones.
+    release_height_only_scaling reproduces the release, which stretches the picture to a 512 x 512 canvas and
+    uses s = 512 / grid_h on both axes there: x_512 / s = (x * 512 / W_px) / (512 / grid_h), i.e. s_x = W_px / grid_h
+    on the crop's own pixels. Identical to per-axis scaling for square images, wrong for non-square ones.
     """
     canvas_h, canvas_w = canvas_hw
     grid_h, grid_w = grid_hw
-    s_y = canvas_h / grid_h
-    s_x = s_y if release_height_only_scaling else canvas_w / grid_w
-    return s_y, s_x
+    return canvas_h / grid_h, canvas_w / (grid_h if release_height_only_scaling else grid_w)
 
 
 def landmark_ids(xy: torch.Tensor, grid_hw: tuple[int, int],
