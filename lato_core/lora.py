@@ -7,6 +7,7 @@ Order for low-memory runs: load -> load_landmark_in -> apply_lora -> memory.cast
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from .errors import FaceEditError
 KOHYA_PREFIX = "lora_unet_"
 PARTS = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha"}  # file suffix -> role
 PEFT_ADAPTER = "lato_lora"
+# Modules the release's merge never touches: their LoRA entries are skipped with a warning, not refused.
+RELEASE_IGNORED = ("lora_unet_final_layer_", "lora_unet_connector_")
+log = logging.getLogger(__name__)
 
 
 class LoraError(FaceEditError):
@@ -86,13 +90,20 @@ def _read_tensors(source) -> tuple[str, dict[str, torch.Tensor]]:
 def load_kohya_lora(source: str | os.PathLike | Mapping[str, torch.Tensor],
                     config: DiTConfig | None = None) -> dict[str, LoraWeights]:
     """Read a kohya LoRA strictly -> {module path: LoraWeights(down, up, alpha)}. One LoraError lists every
-    unknown key, missing part (down, up or alpha), rank mismatch and shape that does not fit the DiT."""
+    unknown key, missing part (down, up or alpha), rank mismatch and shape that does not fit the DiT.
+    Entries for final_layer.* and connector.* are skipped with a warning naming them, as the release ignores them."""
     name, tensors = _read_tensors(source)
     table = {kohya: (path, shape) for kohya, path, shape in _table(config or DiTConfig.release())}
     parts: dict[str, dict[str, torch.Tensor]] = {}
     problems: list[str] = []
+    skipped = sorted(key for key in tensors if key.startswith(RELEASE_IGNORED))
+    if skipped:
+        log.warning("%s: skipped %d keys the LaTo release ignores too (final_layer.*, connector.*): %s", name,
+                    len(skipped), ", ".join(skipped[:8]) + (" ..." if len(skipped) > 8 else ""))
     for key, tensor in tensors.items():
         module, _, suffix = key.partition(".")
+        if key.startswith(RELEASE_IGNORED):
+            continue
         if suffix not in PARTS:
             problems.append(f"{key}: unknown entry (expected <module>.lora_down.weight, .lora_up.weight or .alpha)")
         elif module not in table:

@@ -207,3 +207,25 @@ def test_fp8_layers_take_the_lora_through_peft_not_merge(lora_file):
     assert error(base) > 0.15                   # without the LoRA it is far off (measured ~0.21)
     handle.remove()
     assert torch.equal(run(model, inputs), base)
+
+
+def test_release_ignored_keys_are_skipped_and_named(tmp_path, caplog):
+    """The release merges nothing into final_layer.* or connector.*: those entries are skipped, with a warning."""
+    model = tiny_model()
+    tensors = make_kohya_lora(model)
+    extra = {"lora_unet_final_layer_linear": (64, 64), "lora_unet_connector_S_input_embedder": (32, 64)}
+    for name, (out_features, in_features) in extra.items():
+        tensors[f"{name}.lora_down.weight"] = torch.ones(2, in_features)
+        tensors[f"{name}.lora_up.weight"] = torch.ones(out_features, 2)
+        tensors[f"{name}.alpha"] = torch.tensor(2.0)
+    path = tmp_path / "with_ignored.safetensors"
+    save_file(tensors, str(path))
+    with caplog.at_level("WARNING", logger="lato_core.lora"):
+        lora = load_kohya_lora(path, TINY)
+    assert "final_layer.linear" not in lora and not any(p.startswith("connector") for p in lora)
+    assert set(lora) == set(target_paths(model))
+    assert "skipped 6 keys" in caplog.text and "lora_unet_final_layer_linear.alpha" in caplog.text
+    assert "lora_unet_connector_S_input_embedder.lora_down.weight" in caplog.text
+    merged = tiny_model()
+    apply_lora(merged, lora, STRENGTH)
+    assert torch.equal(merged.final_layer.linear.weight, model.final_layer.linear.weight)

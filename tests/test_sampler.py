@@ -26,7 +26,8 @@ def hand_schedule(steps: int, tokens: int) -> list[float]:
 @pytest.mark.parametrize("steps, tokens", [(4, 1024), (28, 1024), (10, 4096), (5, 256), (7, 2304)])
 def test_schedule_equals_hand_formula(steps, tokens):
     times = flow_schedule(steps, tokens)
-    assert times.tolist() == pytest.approx(hand_schedule(steps, tokens), abs=1e-12)
+    assert times.dtype == torch.float32   # the release computes in float32: 1-2 ulp from the exact formula
+    assert times.tolist() == pytest.approx(hand_schedule(steps, tokens), abs=3e-7)
     assert times[0] == 1.0 and times[-1] == 0.0
     assert bool((times[1:] < times[:-1]).all())
 
