@@ -224,10 +224,12 @@ def read_adapter_file(name: str) -> dict[str, torch.Tensor]:
     return dict(raw)
 
 
-def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
+def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor],
+                     name: str | None = None) -> None:
     """Install landmark_in from landmark_in.pth ({weight, bias}; read with weights_only=True), a .safetensors
-    file, or a dict, with or without the `landmark_in.` prefix. Uses the model's dtype and device."""
-    name = "<state dict>" if isinstance(source, Mapping) else os.fspath(source)
+    file, or a dict (`name`: its file, for messages), with or without the `landmark_in.` prefix. Uses the
+    model's dtype and device."""
+    name = name or ("<state dict>" if isinstance(source, Mapping) else os.fspath(source))
     raw = dict(source) if isinstance(source, Mapping) else read_adapter_file(name)
     state = {strip_wrapper_prefix(k).removeprefix(LANDMARK_PREFIX): v for k, v in raw.items()}
     cfg = model.config

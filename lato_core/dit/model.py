@@ -45,7 +45,8 @@ class Step1XEditDiT(nn.Module):
                 txt_ids: torch.Tensor | None = None, landmark_tokens: torch.Tensor | None = None,
                 landmark_xy: torch.Tensor | None = None, landmark_visible: torch.Tensor | None = None,
                 landmark_canvas_hw: tuple[float, float] = (RELEASE_LANDMARK_CANVAS, RELEASE_LANDMARK_CANVAS),
-                release_height_only_scaling: bool = False, guidance: torch.Tensor | None = None) -> torch.Tensor:
+                release_height_only_scaling: bool = False, guidance: torch.Tensor | None = None,
+                all_image_rows: bool = False) -> torch.Tensor:
         """Velocity for the noisy tokens.
 
         img_noisy, img_source: (B, N, in_channels) packed latents, N = grid_h * grid_w, row-major;
@@ -55,7 +56,8 @@ class Step1XEditDiT(nn.Module):
         landmark_tokens: (B, L, landmark_dim) quantized tokens; landmark_xy: (B, L, 2) pixel (x, y) on the
         landmark canvas (H_px, W_px) = landmark_canvas_hw. landmark_visible: (B, L) bool; invisible landmarks
         are dropped (same mask in the whole batch) or masked out as attention keys (masks differ per sample),
-        which is equivalent to omitting them. Returns (B, N, out_channels) in the model dtype.
+        which is equivalent to omitting them. Returns (B, N, out_channels) in the model dtype, or with
+        all_image_rows the output over the whole image stream (noisy, source, landmarks), as the release returns it.
         """
         batch, num_noisy = img_noisy.shape[:2]
         grid_h, grid_w = grid_hw
@@ -95,7 +97,8 @@ class Step1XEditDiT(nn.Module):
         stream = torch.cat([txt_hidden, img], dim=1)
         for block in self.single_blocks:
             stream = block(stream, vec, cos, sin, key_mask)
-        return self.final_layer(stream[:, num_txt: num_txt + num_noisy], vec)
+        end = None if all_image_rows else num_txt + num_noisy
+        return self.final_layer(stream[:, num_txt:end], vec)
 
     def _conditioning_vector(self, timesteps, y, guidance, batch: int, device) -> torch.Tensor:
         cfg = self.config

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..dit.loading import detect_checkpoint_kind, load_dit, load_landmark_in
+from ..dit.loading import detect_checkpoint_kind, load_dit, load_landmark_in, read_adapter_file
 from ..errors import ModelFileError
 from ..dit.model import Step1XEditDiT
 from ..lora import LoraWeights, apply_lora, load_kohya_lora
@@ -80,6 +80,11 @@ def load_lato_model(path: str | os.PathLike, landmark_adapter: str | os.PathLike
             f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs lato.safetensors "
             "from the LaTo release (lato/lato.safetensors) in models/diffusion_models/.")
     config = infer_dit_config(shapes, sections, path)
+    adapter_name = None if landmark_adapter is None else os.fspath(landmark_adapter)
+    adapter = None if adapter_name is None else read_adapter_file(adapter_name)
+    weight = (adapter or {}).get("weight", (adapter or {}).get("landmark_in.weight"))
+    if not any(k.endswith("landmark_in.weight") for k in shapes) and weight is not None and weight.ndim == 2:
+        config = replace(config, landmark_dim=weight.shape[1])   # the adapter file says how wide tokens are
     load_dtype = compute_dtype if storage != "fp32" else torch.float32
     loaded = load_dit(path, dtype=load_dtype, device=device, config=config)
     notes = []
@@ -88,11 +93,11 @@ def load_lato_model(path: str | os.PathLike, landmark_adapter: str | os.PathLike
             raise ModelFileError(
                 f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) in "
                 "models/lato/ and choose it as the landmark adapter.")
-        load_landmark_in(loaded.model, landmark_adapter)
-        notes.append(f"landmark_in from {os.path.basename(os.fspath(landmark_adapter))}")
-    elif landmark_adapter is not None:
-        load_landmark_in(loaded.model, landmark_adapter)   # the user asked for this adapter: it wins
-        notes.append(f"landmark_in replaced by {os.path.basename(os.fspath(landmark_adapter))}")
+        load_landmark_in(loaded.model, adapter, adapter_name)
+        notes.append(f"landmark_in from {os.path.basename(adapter_name)}")
+    elif adapter is not None:
+        load_landmark_in(loaded.model, adapter, adapter_name)   # the user asked for this adapter: it wins
+        notes.append(f"landmark_in replaced by {os.path.basename(adapter_name)}")
     connector = load_connector(loaded.connector_state, dtype=torch.float32 if storage == "fp32" else compute_dtype,
                                device=device, config=connector_config)
     if storage == "fp8_e4m3":
