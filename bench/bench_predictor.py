@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lato_core.face.crop import crop_faces  # noqa: E402
 from lato_core.face.detect import DetectOptions, detect_faces  # noqa: E402
 from lato_core.predictor.predict import predict_target  # noqa: E402
-from lato_core.predictor.warp import warp_crop  # noqa: E402
+from lato_core.predictor.thin_plate_preview import warp_crop  # noqa: E402
 
 INSTRUCTION = "turn her head 30 degrees left and smile slightly"
 

@@ -1,4 +1,4 @@
-from lato_core.predictor.warp import warp_crops
+from lato_core.predictor.thin_plate_preview import warp_crops
 
 from .common import CATEGORY, LANDMARKS, preview
 

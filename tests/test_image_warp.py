@@ -6,7 +6,7 @@ import torch
 from lato_core.errors import ImageFormatError
 from lato_core.face.image import as_rgb_float, as_rgb_uint8, check_image_size
 from lato_core.face.landmarks import FaceLandmarks, clamp_to_canvas
-from lato_core.face.warp import apply_affine, compose_affine, invert_affine, warp_affine
+from lato_core.face.affine import apply_affine, compose_affine, invert_affine, warp_affine
 
 
 def test_conversions_accept_gray_rgba_uint8_and_tensors():

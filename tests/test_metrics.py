@@ -16,7 +16,7 @@ from lato_core.metrics import (actual_amplitude, dlib_similarity, expected_ampli
                                measure_edit, measure_landmark_error, rectified_identity, render_report, ssim)
 from lato_core.metrics.identity import ARCFACE_TEMPLATE, ArcFaceModel, five_points, similarity_transform
 from lato_core.predictor.predict import predict_target
-from lato_core.predictor.warp import warp_crop
+from lato_core.predictor.thin_plate_preview import warp_crop
 
 
 @pytest.fixture(scope="module")

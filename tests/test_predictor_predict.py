@@ -9,7 +9,7 @@ from lato_core.predictor.geometry import estimate_pose
 from lato_core.predictor.predict import Controls, predict_target, predict_targets
 from lato_core.predictor.vlm import VlmPredictor
 from lato_core.predictor.vlm_parse import VlmOutputError
-from lato_core.predictor.warp import warp_crop
+from lato_core.predictor.thin_plate_preview import warp_crop
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from lato_core.errors import FaceEditError
 from lato_core.face.crop import _footprint, crop_faces, stitch_faces
 from lato_core.face.detect import detect_faces
-from lato_core.predictor.warp import eval_tps, fit_tps, warp_crop, warp_field
+from lato_core.predictor.thin_plate_preview import eval_tps, fit_tps, warp_crop, warp_field
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_field_maps_targets_to_sources_and_keeps_the_border(crop):
 
 
 def test_fold_guard_leaves_local_edits_exact_and_smooths_only_when_squeezed(crop):
-    from lato_core.predictor.warp import MIN_AREA_RATIO, min_jacobian
+    from lato_core.predictor.thin_plate_preview import MIN_AREA_RATIO, min_jacobian
 
     _, _, face = crop
     area = lambda field: min_jacobian(field[::4, ::4].double() / 511)  # smallest local area ratio

@@ -30,7 +30,7 @@ from ..face.detect import DetectOptions, detect_faces
 from ..face.landmarks import FaceLandmarks
 from ..metrics import ArcFaceModel, measure_edit
 from ..predictor.predict import Controls, predict_target
-from ..predictor.warp import warp_crop
+from ..predictor.thin_plate_preview import warp_crop
 from .cases import Case, load_photo
 
 Engine = Callable[[torch.Tensor, FaceLandmarks, FaceLandmarks, str], torch.Tensor]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import FaceEditError
 from .landmarks import FaceLandmarks
-from .warp import apply_affine, compose_affine, invert_affine, warp_affine
+from .affine import apply_affine, compose_affine, invert_affine, warp_affine
 
 STITCH_MODES = ("replace", "keep_detail")
 

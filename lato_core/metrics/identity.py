@@ -20,7 +20,7 @@ from ..errors import FaceEditError, MissingBackendError, NoFaceError
 from ..face.detect import _dlib, detect_faces, dlib_model_path
 from ..face.image import as_rgb_float, as_rgb_uint8
 from ..face.landmarks import FaceLandmarks
-from ..face.warp import warp_affine
+from ..face.affine import warp_affine
 
 DLIB_SAME_PERSON = 0.6
 DLIB_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
