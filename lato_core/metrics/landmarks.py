@@ -19,7 +19,8 @@ CANVAS = 512
 
 
 @dataclass
-class LandmarkError:
+class LandmarkDistance:
+    """How far detected landmarks are from the targets (a measurement, not an exception)."""
     l1: float | None              # mean |dx| + |dy| per point, 512-canvas pixels (None: no face found)
     euclidean: float | None       # mean sqrt(dx^2 + dy^2) per point
     max_l1: float | None
@@ -33,7 +34,7 @@ class LandmarkError:
                 "landmark_detector": self.detected.backend if self.detected is not None else None}
 
 
-def landmark_error(detected: FaceLandmarks, target: FaceLandmarks) -> LandmarkError:
+def landmark_error(detected: FaceLandmarks, target: FaceLandmarks) -> LandmarkDistance:
     """Compare two landmark sets on the same canvas (points hidden in either set are left out)."""
     if detected.image_size != target.image_size:
         raise FaceEditError(f"Landmarks on different canvases: {detected.image_size} vs {target.image_size}; "
@@ -44,7 +45,7 @@ def landmark_error(detected: FaceLandmarks, target: FaceLandmarks) -> LandmarkEr
     scale = CANVAS / max(target.image_size)
     delta = (detected.points[both] - target.points[both]) * scale
     l1 = np.abs(delta).sum(axis=1)
-    return LandmarkError(float(l1.mean()), float(np.linalg.norm(delta, axis=1).mean()), float(l1.max()),
+    return LandmarkDistance(float(l1.mean()), float(np.linalg.norm(delta, axis=1).mean()), float(l1.max()),
                          int(both.sum()), detected)
 
 
@@ -68,7 +69,7 @@ def _points_box(face: FaceLandmarks):
     return (*pts.min(axis=0), *pts.max(axis=0))
 
 
-def measure_landmark_error(edited_image, target: FaceLandmarks, options: DetectOptions | None = None) -> LandmarkError:
+def measure_landmark_error(edited_image, target: FaceLandmarks, options: DetectOptions | None = None) -> LandmarkDistance:
     """Detect landmarks on the edited image (H, W, C) and compare them to the target on the same canvas.
 
     The detector's score threshold is not applied (overlap with the target's box picks the face); when
@@ -85,5 +86,5 @@ def measure_landmark_error(edited_image, target: FaceLandmarks, options: DetectO
     if found is None and options.backend == "dlib_hog":
         found = detect_matching_face(edited_image, target, replace(options, backend="dlib_cnn"))
     if found is None:
-        return LandmarkError(None, None, None, 0, None)
+        return LandmarkDistance(None, None, None, 0, None)
     return landmark_error(found, target)
