@@ -2,7 +2,8 @@
 
 Both directions read the widget order from /object_info: a node's widgets_values follow its required,
 then optional, inputs that are widgets; a seed widget with control_after_generate and an image input
-with image_upload carry one extra value each.
+with image_upload carry one extra value each. The frontend adds control_after_generate to every INT input
+named seed or noise_seed, whether or not the node asks for it.
 """
 from __future__ import annotations
 
@@ -29,9 +30,15 @@ def widget_inputs(info: dict) -> list[tuple[str, list]]:
     return [(name, spec) for name, spec in ordered if _is_widget(spec)]
 
 
-def _extra_slots(spec) -> int:
-    opts = _options(spec)
-    return int(bool(opts.get("control_after_generate"))) + int(bool(opts.get("image_upload")))
+SEED_NAMES = ("seed", "noise_seed")
+
+
+def has_seed_control(name: str, spec) -> bool:
+    return bool(_options(spec).get("control_after_generate")) or (spec[0] == "INT" and name in SEED_NAMES)
+
+
+def _extra_slots(name: str, spec) -> int:
+    return int(has_seed_control(name, spec)) + int(bool(_options(spec).get("image_upload")))
 
 
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
@@ -52,7 +59,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
             for name, spec in widget_inputs(info):
                 if i < len(values):
                     inputs[name] = values[i]
-                i += 1 + _extra_slots(spec)
+                i += 1 + _extra_slots(name, spec)
         for slot in node.get("inputs", []):
             link_id = slot.get("link")
             if link_id is None:
@@ -89,7 +96,7 @@ def build_ui(nodes: list[dict], object_info: dict, title: str = "") -> dict:
             if value is None and isinstance(spec[0], list):
                 value = spec[0][0]
             values.append(value)
-            if _options(spec).get("control_after_generate"):
+            if has_seed_control(name, spec):
                 values.append("fixed")
             if _options(spec).get("image_upload"):
                 values.append("image")
@@ -118,3 +125,14 @@ def build_ui(nodes: list[dict], object_info: dict, title: str = "") -> dict:
     return {"last_node_id": max(by_id), "last_link_id": link_id, "nodes": ui_nodes, "links": ui_links,
             "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
             "version": 0.4}
+
+
+def set_widget(node: dict, object_info: dict, name: str, value) -> bool:
+    """Set one widget of a UI-format node in place (as a user editing it would); False if it has none so named."""
+    i = 0
+    for widget, spec in widget_inputs(object_info[node["type"]]):
+        if widget == name:
+            node["widgets_values"][i] = value
+            return True
+        i += 1 + _extra_slots(widget, spec)
+    return False

@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from scripts.build_workflows import SAMPLE_IMAGE
-from scripts.comfy_server import PACK_DIR
+from scripts.comfy_server import PACK_DIR, execution_error
+from scripts.workflow_api import set_widget, ui_to_api
+from tests.workflow_models import install_models, unknown_loaders
 
 pytestmark = [pytest.mark.comfy, pytest.mark.browser]
 CHROMIUM = "/usr/bin/chromium"
@@ -16,6 +18,17 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 SCREENSHOTS = PACK_DIR / "outputs" / "test-screenshots"
+# What a user on a 2-core CPU would turn down before pressing Run: crop size and step counts (node type, widget).
+SMALL_RUN = {("FaceEditCrop", "size"): 128, ("BasicScheduler", "steps"): 2, ("LaToSampler", "steps"): 2,
+             ("KSampler", "steps"): 2}
+
+
+def _small(workflow: dict, info: dict) -> dict:
+    for node in workflow["nodes"]:
+        for (kind, widget), value in SMALL_RUN.items():
+            if node["type"] == kind:
+                set_widget(node, info, widget, value)
+    return workflow
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +37,9 @@ def page(comfy):
 
     assert shutil.which(CHROMIUM) or (PACK_DIR / CHROMIUM).exists(), "Chromium is missing: run scripts/install.sh"
     comfy.add_input_file(PACK_DIR / "assets" / "portrait.jpg", SAMPLE_IMAGE)
+    info = comfy.object_info()
+    for path in WORKFLOWS:   # before the page loads, so its model menus list them
+        install_models(ui_to_api(json.loads(path.read_text()), info), comfy.base / "models")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -59,6 +75,46 @@ def test_workflow_loads_with_no_missing_node_type(page, path):
     missing = [t for t, known in nodes if not known]
     assert not missing, f"{path.name}: unknown node types {missing}"
     assert sorted(t for t, _ in nodes) == sorted(n["type"] for n in workflow["nodes"])
+
+
+def _frontend_prompt(page) -> dict:
+    """What the frontend would POST for the loaded graph, without its display-only _meta."""
+    output = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    return {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in output.items()}
+
+
+def _queue_from_ui_and_wait(page, comfy, timeout: float = 900) -> dict:
+    done_before = set(comfy.get("/history"))
+    page.evaluate("window.app.queuePrompt(0, 1)")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        new = set(comfy.get("/history")) - done_before
+        if new:
+            entry = comfy.get("/history")[new.pop()]
+            if entry.get("status", {}).get("completed") is not None:
+                return entry
+        time.sleep(0.5)
+    raise AssertionError(f"the run queued from the UI did not finish in {timeout:.0f} s:\n{comfy.log()[-3000:]}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_serializes_as_posted_and_runs_from_the_ui(page, comfy, path):
+    info = comfy.object_info()
+    workflow = _small(json.loads(path.read_text()), info)
+    posted = ui_to_api(workflow, info)
+    assert not unknown_loaders(posted), f"{path.name}: the tests cannot build these models"
+    _load(page, workflow)
+    assert _frontend_prompt(page) == posted, f"{path.name}: the frontend sends other widget values or links"
+    entry = _queue_from_ui_and_wait(page, comfy)
+    assert entry["status"]["status_str"] == "success", (path.name, execution_error(entry))
+    saved = [str(n["id"]) for n in workflow["nodes"] if n["type"] == "SaveImage"]
+    assert saved, f"{path.name} saves nothing"
+    for node_id in saved:
+        images = entry["outputs"].get(node_id, {}).get("images", [])
+        assert images, f"{path.name}: SaveImage {node_id} wrote nothing"
+        for image in images:
+            assert comfy.output_path(image).is_file()
 
 
 def test_example_runs_from_the_ui_and_shows_its_previews(page, comfy, tmp_path):
