@@ -27,31 +27,31 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tens
 class SelfAttention(nn.Module):
     """Holds the qkv / QK-norm / output projection weights of one stream (`*_attn.{qkv,norm,proj}`)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, qkv_bias: bool):
+    def __init__(self, hidden_size: int, num_heads: int, qkv_bias: bool, operations=nn):
         super().__init__()
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        self.qkv = operations.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
         self.norm = QKNorm(hidden_size // num_heads)
-        self.proj = nn.Linear(hidden_size, hidden_size, bias=True)
+        self.proj = operations.Linear(hidden_size, hidden_size, bias=True)
 
 
-def feed_forward(hidden_size: int, mlp_hidden: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"),
-                         nn.Linear(mlp_hidden, hidden_size))
+def feed_forward(hidden_size: int, mlp_hidden: int, operations=nn) -> nn.Sequential:
+    return nn.Sequential(operations.Linear(hidden_size, mlp_hidden), nn.GELU(approximate="tanh"),
+                         operations.Linear(mlp_hidden, hidden_size))
 
 
 class DoubleStreamBlock(nn.Module):
     """Text and image streams with their own weights; one attention over [text, image]."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, qkv_bias: bool):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, operations=nn):
         super().__init__()
         self.num_heads = num_heads
         mlp_hidden = int(hidden_size * mlp_ratio)
-        self.img_mod = Modulation(hidden_size, double=True)
-        self.img_attn = SelfAttention(hidden_size, num_heads, qkv_bias)
-        self.img_mlp = feed_forward(hidden_size, mlp_hidden)
-        self.txt_mod = Modulation(hidden_size, double=True)
-        self.txt_attn = SelfAttention(hidden_size, num_heads, qkv_bias)
-        self.txt_mlp = feed_forward(hidden_size, mlp_hidden)
+        self.img_mod = Modulation(hidden_size, double=True, operations=operations)
+        self.img_attn = SelfAttention(hidden_size, num_heads, qkv_bias, operations)
+        self.img_mlp = feed_forward(hidden_size, mlp_hidden, operations)
+        self.txt_mod = Modulation(hidden_size, double=True, operations=operations)
+        self.txt_attn = SelfAttention(hidden_size, num_heads, qkv_bias, operations)
+        self.txt_mlp = feed_forward(hidden_size, mlp_hidden, operations)
 
     def _qkv(self, x: torch.Tensor, mod, attn: SelfAttention):
         q, k, v = split_heads(attn.qkv(mod.modulate(layer_norm_no_affine(x))), self.num_heads)
@@ -79,15 +79,15 @@ class DoubleStreamBlock(nn.Module):
 class SingleStreamBlock(nn.Module):
     """One shared stream: linear1 = [q, k, v, mlp_in], linear2 = [attn_out, mlp_out] -> hidden (parallel MLP)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, operations=nn):
         super().__init__()
         self.num_heads = num_heads
         self.hidden_size = hidden_size
         self.mlp_hidden = int(hidden_size * mlp_ratio)
-        self.linear1 = nn.Linear(hidden_size, 3 * hidden_size + self.mlp_hidden)
-        self.linear2 = nn.Linear(hidden_size + self.mlp_hidden, hidden_size)
+        self.linear1 = operations.Linear(hidden_size, 3 * hidden_size + self.mlp_hidden)
+        self.linear2 = operations.Linear(hidden_size + self.mlp_hidden, hidden_size)
         self.norm = QKNorm(hidden_size // num_heads)
-        self.modulation = Modulation(hidden_size, double=False)
+        self.modulation = Modulation(hidden_size, double=False, operations=operations)
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 key_mask: torch.Tensor | None = None) -> torch.Tensor:

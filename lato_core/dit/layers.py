@@ -54,10 +54,10 @@ class QKNorm(nn.Module):
 class MLPEmbedder(nn.Module):
     """in_layer -> SiLU -> out_layer (time_in, vector_in, guidance_in)."""
 
-    def __init__(self, in_dim: int, hidden_dim: int):
+    def __init__(self, in_dim: int, hidden_dim: int, operations=nn):
         super().__init__()
-        self.in_layer = nn.Linear(in_dim, hidden_dim, bias=True)
-        self.out_layer = nn.Linear(hidden_dim, hidden_dim, bias=True)
+        self.in_layer = operations.Linear(in_dim, hidden_dim, bias=True)
+        self.out_layer = operations.Linear(hidden_dim, hidden_dim, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out_layer(nn.functional.silu(self.in_layer(x)))
@@ -75,10 +75,10 @@ class ModulationParams(NamedTuple):
 class Modulation(nn.Module):
     """adaLN: lin(SiLU(vec)) split into 2 (double block) or 1 (single block) sets of shift, scale, gate."""
 
-    def __init__(self, hidden_size: int, double: bool):
+    def __init__(self, hidden_size: int, double: bool, operations=nn):
         super().__init__()
         self.num_sets = 2 if double else 1
-        self.lin = nn.Linear(hidden_size, 3 * self.num_sets * hidden_size, bias=True)
+        self.lin = operations.Linear(hidden_size, 3 * self.num_sets * hidden_size, bias=True)
 
     def forward(self, vec: torch.Tensor) -> list[ModulationParams]:
         chunks = self.lin(nn.functional.silu(vec))[:, None, :].chunk(3 * self.num_sets, dim=-1)
@@ -92,11 +92,11 @@ def layer_norm_no_affine(x: torch.Tensor) -> torch.Tensor:
 class LastLayer(nn.Module):
     """Final adaLN (shift first, then scale) and the linear projection back to packed latent channels."""
 
-    def __init__(self, hidden_size: int, out_channels: int):
+    def __init__(self, hidden_size: int, out_channels: int, operations=nn):
         super().__init__()
-        self.linear = nn.Linear(hidden_size, out_channels, bias=True)
+        self.linear = operations.Linear(hidden_size, out_channels, bias=True)
         # index 1 so the key is `adaLN_modulation.1.*` as in the BFL layout (index 0 is the SiLU)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), operations.Linear(hidden_size, 2 * hidden_size, bias=True))
 
     def forward(self, x: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)

@@ -20,25 +20,31 @@ class MissingLandmarkAdapterError(RuntimeError):
 
 
 class Step1XEditDiT(nn.Module):
-    def __init__(self, config: DiTConfig):
+    """operations: the namespace the Linear layers come from (torch.nn, or comfy.ops.* in ComfyUI, which adds
+    weight casting, fp8 storage and low-VRAM partial loading), as ComfyUI core's own models take it."""
+
+    def __init__(self, config: DiTConfig, operations=nn):
         super().__init__()
         self.config = config
-        hidden = config.hidden_size
-        self.img_in = nn.Linear(config.in_channels, hidden, bias=True)
-        self.time_in = MLPEmbedder(config.timestep_embed_dim, hidden)
-        self.vector_in = MLPEmbedder(config.vec_in_dim, hidden)
-        self.guidance_in = MLPEmbedder(config.timestep_embed_dim, hidden) if config.guidance_embed else None
-        self.txt_in = nn.Linear(config.context_in_dim, hidden, bias=True)
-        self.double_blocks = nn.ModuleList(
-            DoubleStreamBlock(hidden, config.num_heads, config.mlp_ratio, config.qkv_bias) for _ in range(config.depth))
+        hidden, ops = config.hidden_size, operations
+        self.img_in = ops.Linear(config.in_channels, hidden, bias=True)
+        self.time_in = MLPEmbedder(config.timestep_embed_dim, hidden, ops)
+        self.vector_in = MLPEmbedder(config.vec_in_dim, hidden, ops)
+        self.guidance_in = MLPEmbedder(config.timestep_embed_dim, hidden, ops) if config.guidance_embed else None
+        self.txt_in = ops.Linear(config.context_in_dim, hidden, bias=True)
+        self.double_blocks = nn.ModuleList(DoubleStreamBlock(hidden, config.num_heads, config.mlp_ratio,
+                                                             config.qkv_bias, ops) for _ in range(config.depth))
         self.single_blocks = nn.ModuleList(
-            SingleStreamBlock(hidden, config.num_heads, config.mlp_ratio) for _ in range(config.depth_single))
-        self.final_layer = LastLayer(hidden, config.out_channels)
-        self.landmark_in = nn.Linear(config.landmark_dim, hidden, bias=True) if config.landmark_dim else None
+            SingleStreamBlock(hidden, config.num_heads, config.mlp_ratio, ops) for _ in range(config.depth_single))
+        self.final_layer = LastLayer(hidden, config.out_channels, ops)
+        self.landmark_in = ops.Linear(config.landmark_dim, hidden, bias=True) if config.landmark_dim else None
+
+    compute_dtype: torch.dtype | None = None   # set when weights are stored narrower (fp8) than computed
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.img_in.weight.dtype
+        """The activations' dtype: compute_dtype, else the weights' own."""
+        return self.compute_dtype or self.img_in.weight.dtype
 
     def forward(self, img_noisy: torch.Tensor, img_source: torch.Tensor | None, timesteps: torch.Tensor | float,
                 txt: torch.Tensor, y: torch.Tensor, *, grid_hw: tuple[int, int],

@@ -48,10 +48,10 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, hidden: int, freq_dim: int):
+    def __init__(self, hidden: int, freq_dim: int, operations=nn):
         super().__init__()
         self.freq_dim = freq_dim
-        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.mlp = nn.Sequential(operations.Linear(freq_dim, hidden), nn.SiLU(), operations.Linear(hidden, hidden))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         features = timestep_embedding(t, self.freq_dim, TIME_FACTOR)
@@ -59,22 +59,22 @@ class TimestepEmbedder(nn.Module):
 
 
 class TextProjection(nn.Module):
-    def __init__(self, in_dim: int, hidden: int):
+    def __init__(self, in_dim: int, hidden: int, operations=nn):
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, hidden)
+        self.linear_1 = operations.Linear(in_dim, hidden)
         self.act_1 = nn.SiLU()
-        self.linear_2 = nn.Linear(hidden, hidden)
+        self.linear_2 = operations.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act_1(self.linear_1(x)))
 
 
 class RefinerMLP(nn.Module):
-    def __init__(self, hidden: int, mlp_hidden: int):
+    def __init__(self, hidden: int, mlp_hidden: int, operations=nn):
         super().__init__()
-        self.fc1 = nn.Linear(hidden, mlp_hidden)
+        self.fc1 = operations.Linear(hidden, mlp_hidden)
         self.act = nn.SiLU()
-        self.fc2 = nn.Linear(mlp_hidden, hidden)
+        self.fc2 = operations.Linear(mlp_hidden, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -83,15 +83,15 @@ class RefinerMLP(nn.Module):
 class IndividualTokenRefinerBlock(nn.Module):
     """Pre-LN self-attention + MLP, each residual scaled by a gate from c (adaLN, gates only; no QK norm)."""
 
-    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, hidden: int, num_heads: int, mlp_ratio: float, operations=nn):
         super().__init__()
         self.num_heads = num_heads
-        self.norm1 = nn.LayerNorm(hidden, eps=1e-6)
-        self.self_attn_qkv = nn.Linear(hidden, 3 * hidden)
-        self.self_attn_proj = nn.Linear(hidden, hidden)
-        self.norm2 = nn.LayerNorm(hidden, eps=1e-6)
-        self.mlp = RefinerMLP(hidden, int(hidden * mlp_ratio))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.norm1 = operations.LayerNorm(hidden, eps=1e-6)
+        self.self_attn_qkv = operations.Linear(hidden, 3 * hidden)
+        self.self_attn_proj = operations.Linear(hidden, hidden)
+        self.norm2 = operations.LayerNorm(hidden, eps=1e-6)
+        self.mlp = RefinerMLP(hidden, int(hidden * mlp_ratio), operations)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), operations.Linear(hidden, 2 * hidden))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         gate_attn, gate_mlp = self.adaLN_modulation(c).chunk(2, dim=-1)
@@ -103,9 +103,10 @@ class IndividualTokenRefinerBlock(nn.Module):
 
 
 class IndividualTokenRefiner(nn.Module):
-    def __init__(self, hidden: int, num_heads: int, depth: int, mlp_ratio: float):
+    def __init__(self, hidden: int, num_heads: int, depth: int, mlp_ratio: float, operations=nn):
         super().__init__()
-        self.blocks = nn.ModuleList(IndividualTokenRefinerBlock(hidden, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(IndividualTokenRefinerBlock(hidden, num_heads, mlp_ratio, operations)
+                                    for _ in range(depth))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         attn_mask = None
@@ -119,13 +120,13 @@ class IndividualTokenRefiner(nn.Module):
 
 
 class SingleTokenRefiner(nn.Module):
-    def __init__(self, cfg: ConnectorConfig):
+    def __init__(self, cfg: ConnectorConfig, operations=nn):
         super().__init__()
-        self.input_embedder = nn.Linear(cfg.in_dim, cfg.hidden_size)
-        self.t_embedder = TimestepEmbedder(cfg.hidden_size, cfg.timestep_freq_dim)
-        self.c_embedder = TextProjection(cfg.in_dim, cfg.hidden_size)
+        self.input_embedder = operations.Linear(cfg.in_dim, cfg.hidden_size)
+        self.t_embedder = TimestepEmbedder(cfg.hidden_size, cfg.timestep_freq_dim, operations)
+        self.c_embedder = TextProjection(cfg.in_dim, cfg.hidden_size, operations)
         self.individual_token_refiner = IndividualTokenRefiner(cfg.hidden_size, cfg.num_heads, cfg.depth,
-                                                               cfg.mlp_ratio)
+                                                               cfg.mlp_ratio, operations)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         context = x.mean(dim=1) if mask is None else masked_mean(x, mask)
@@ -134,11 +135,11 @@ class SingleTokenRefiner(nn.Module):
 
 
 class Qwen2Connector(nn.Module):
-    def __init__(self, config: ConnectorConfig | None = None):
+    def __init__(self, config: ConnectorConfig | None = None, operations=nn):
         super().__init__()
         self.config = cfg = config or ConnectorConfig.release()
-        self.S = SingleTokenRefiner(cfg)
-        self.global_proj_out = nn.Linear(cfg.in_dim, cfg.pooled_dim)
+        self.S = SingleTokenRefiner(cfg, operations)
+        self.global_proj_out = operations.Linear(cfg.in_dim, cfg.pooled_dim)
         self.scale_factor = nn.Parameter(torch.full((1,), -(1 - 0.09)))  # release init; the checkpoint overrides
 
     @property
