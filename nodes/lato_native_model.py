@@ -1,0 +1,211 @@
+"""LaTo as a native ComfyUI model: the lato_core DiT and connector built from comfy.ops, in a model_base.BaseModel
+(FLUX latent format, the release's shifted flow schedule) and a ModelPatcher, so core samplers, schedulers,
+latent previews, LoRA loaders and the memory manager work on it. Not a node file: the loader node uses it.
+
+Conditioning the model reads (model_base extra_conds): c_crossattn = Qwen2.5-VL hidden states (B, L, 3584) with
+attention_mask (B, L); reference_latents = [source latent] (core ReferenceLatent); lato_landmarks = the target
+landmark tokens (LaTo Landmark Conditioning). The connector runs inside forward, since its tokens depend on t.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict
+
+import torch
+
+import comfy.conds
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
+import comfy.supported_models_base
+import comfy.utils
+from lato_core.dit.config import DiTConfig
+from lato_core.dit.loading import (NULL_TOKENS_KEY, load_landmark_in, read_adapter_file,
+                                   strip_wrapper_prefix, validate_keys)
+from lato_core.dit.model import Step1XEditDiT
+from lato_core.engine.files import config_sections, infer_connector_config, infer_dit_config, read_header
+from lato_core.dit.loading import detect_checkpoint_kind
+from lato_core.errors import ModelFileError
+from lato_core.sampler.packing import grid_hw_for_latent, pack_latents, unpack_latents
+from lato_core.sampler.schedule import mu_for_tokens
+from lato_core.text.connector import ConnectorConfig, Qwen2Connector
+
+LANDMARK_KEY = "lato_landmarks"
+WEIGHT_DTYPES = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+RELEASE_SHIFT = mu_for_tokens(1024)   # mu of a 512 x 512 crop; core's ModelSamplingFlux sets it per size
+# LoRA targets the release's merge never touches: ComfyUI's LoRA loader skips them here, with a warning.
+RELEASE_IGNORED_LORA = ("diffusion_model.final_layer.", "diffusion_model.connector.")
+log = logging.getLogger(__name__)
+
+
+class LandmarkCond:
+    """Target landmark tokens riding on the conditioning, kept as they are (no cast of the pixel positions to
+    bf16). Equal conds (the release: both CFG branches carry the same landmarks) batch together."""
+
+    def __init__(self, tokens: torch.Tensor, xy: torch.Tensor, visible: torch.Tensor,
+                 canvas_hw: tuple[float, float], release_height_only_scaling: bool = False):
+        self.tokens, self.xy, self.visible = tokens, xy.float(), visible.bool()
+        self.canvas_hw, self.release_height_only_scaling = tuple(float(v) for v in canvas_hw), bool(release_height_only_scaling)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LandmarkCond) and self.canvas_hw == other.canvas_hw and \
+            self.release_height_only_scaling == other.release_height_only_scaling and \
+            all(a.shape == b.shape and torch.equal(a, b) for a, b in
+                ((self.tokens, other.tokens), (self.xy, other.xy), (self.visible, other.visible)))
+
+    __hash__ = None
+
+    def dit_kwargs(self, batch: int, device, dtype) -> dict:
+        repeat = lambda t: comfy.utils.repeat_to_batch_size(t.to(device), batch)
+        return {"landmark_tokens": repeat(self.tokens).to(dtype), "landmark_xy": repeat(self.xy),
+                "landmark_visible": repeat(self.visible), "landmark_canvas_hw": self.canvas_hw,
+                "release_height_only_scaling": self.release_height_only_scaling}
+
+
+class LaToDiffusionModel(Step1XEditDiT):
+    """The DiT (its keys stay the BFL ones under diffusion_model., as core's LoRA key map expects) plus the
+    connector; forward(x, t, context, ...) -> velocity (B, 16, h, w)."""
+
+    def __init__(self, dit: dict, connector: dict, dtype=None, device=None, operations=None, **_):
+        operations = operations or comfy.ops.disable_weight_init
+        with torch.device("meta"):   # weights arrive by assignment in load_model_weights: no second copy
+            super().__init__(DiTConfig(**{**dit, "axes_dim": tuple(dit["axes_dim"])}), operations)
+            self.connector = Qwen2Connector(ConnectorConfig(**connector), operations)
+
+    def forward(self, x, timestep, context, attention_mask=None, ref_latents=None, lato_landmarks=None,
+                transformer_options={}, control=None, **kwargs):
+        compute = x.dtype
+        self.compute_dtype = compute
+        grid_hw = grid_hw_for_latent(x)
+        if attention_mask is None:
+            attention_mask = torch.ones(context.shape[:2], device=x.device)
+        context = context.to(compute)
+        txt = self.connector.tokens(context, timestep, attention_mask)
+        y = self.connector.pooled(context, attention_mask)
+        source = None
+        if ref_latents:
+            source = pack_latents(comfy.utils.repeat_to_batch_size(ref_latents[0].to(x), x.shape[0]))
+        landmark = {} if lato_landmarks is None else lato_landmarks.dit_kwargs(x.shape[0], x.device, compute)
+        out = super().forward(pack_latents(x), source, timestep, txt, y, grid_hw=grid_hw, **landmark)
+        return unpack_latents(out.to(compute), grid_hw)
+
+
+class LaToModelConfig(comfy.supported_models_base.BASE):
+    unet_config = {}
+    unet_extra_config = {}
+    sampling_settings = {"shift": RELEASE_SHIFT}
+    latent_format = comfy.latent_formats.Flux
+    memory_usage_factor = 3.1   # as core's FLUX: the same blocks at the same width
+    supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
+
+
+class LaToModel(comfy.model_base.BaseModel):
+    def __init__(self, model_config, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.FLUX, device=device, unet_model=LaToDiffusionModel)
+        self.memory_usage_factor_conds = ("ref_latents",)
+
+    def extra_conds(self, **kwargs):
+        out = super().extra_conds(**kwargs)
+        cross_attn = kwargs.get("cross_attn")
+        if cross_attn is not None:
+            out["c_crossattn"] = comfy.conds.CONDRegular(cross_attn)
+        mask = kwargs.get("attention_mask")
+        if mask is not None:
+            out["attention_mask"] = comfy.conds.CONDRegular(mask)
+        refs = kwargs.get("reference_latents")
+        if refs is not None:
+            out["ref_latents"] = comfy.conds.CONDList([self.process_latent_in(r) for r in refs])
+        landmarks = kwargs.get(LANDMARK_KEY)
+        if landmarks is not None:
+            out[LANDMARK_KEY] = comfy.conds.CONDConstant(landmarks)
+        return out
+
+    def extra_conds_shapes(self, **kwargs):
+        refs = kwargs.get("reference_latents")
+        return {} if refs is None else {"ref_latents": [1, 16, sum(math.prod(r.size()[2:]) for r in refs)]}
+
+    def load_model_weights(self, sd, unet_prefix=""):
+        """Strict (the file was checked against the config before), by assignment, Linear weights in the storage
+        dtype and everything else (norm scales, connector scale) in the compute dtype."""
+        storage = self.model_config.unet_config.get("dtype") or torch.float32
+        compute = self.manual_cast_dtype or storage
+        linears = {f"{name}.weight" for name, m in self.diffusion_model.named_modules()
+                   if isinstance(m, torch.nn.Linear)}
+        state = {}
+        for key, value in sd.items():
+            key = key[len(unet_prefix):] if key.startswith(unet_prefix) else key
+            state[key] = value.to(storage if key in linears else compute)
+        self.diffusion_model.load_state_dict(state, strict=True, assign=True)
+        self.diffusion_model.requires_grad_(False)
+        return self
+
+
+class LaToModelPatcher(comfy.model_patcher.ModelPatcher):
+    """Skips LoRA patches on final_layer.* and connector.*, as the release's merge does, saying which."""
+
+    def add_patches(self, patches, strength_patch=1.0, strength_model=1.0):
+        ignored = sorted(str(k) for k in patches if _key(k).startswith(RELEASE_IGNORED_LORA))
+        if ignored:
+            log.warning("LaTo: skipped %d LoRA keys the release ignores too (final_layer.*, connector.*): %s",
+                        len(ignored), ", ".join(ignored[:8]))
+        kept = {k: v for k, v in patches.items() if not _key(k).startswith(RELEASE_IGNORED_LORA)}
+        return super().add_patches(kept, strength_patch, strength_model)
+
+
+def _key(key) -> str:
+    return key[0] if isinstance(key, tuple) else key
+
+
+def _state(path: str, adapter_path: str | None) -> tuple[dict, DiTConfig, ConnectorConfig, list[str]]:
+    """The checked state dict (the file's own keys, landmark_in from the adapter file) and configs of a LaTo file."""
+    shapes, metadata = read_header(path)
+    sections = config_sections(path, metadata)
+    connector_config = infer_connector_config(shapes, sections, path)
+    kind = detect_checkpoint_kind(shapes)
+    if kind != "step1x_edit" or connector_config is None:
+        raise ModelFileError(f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs "
+                             "lato.safetensors from the LaTo release (lato/lato.safetensors) in "
+                             "models/diffusion_models/.")
+    dit_config = infer_dit_config(shapes, sections, path)
+    raw = {strip_wrapper_prefix(k): v for k, v in comfy.utils.load_torch_file(path, safe_load=True).items()}
+    notes = []
+    adapter = read_adapter_file(adapter_path) if adapter_path else None
+    if adapter is not None:
+        weight = adapter.get("weight", adapter.get("landmark_in.weight"))
+        if "landmark_in.weight" not in raw and weight is not None and weight.ndim == 2:
+            dit_config = DiTConfig(**{**asdict(dit_config), "landmark_dim": weight.shape[1]})
+        with torch.device("meta"):
+            probe = Step1XEditDiT(dit_config)
+        load_landmark_in(probe, {k: v.to("meta") for k, v in adapter.items()}, adapter_path)   # shape check only
+        raw = {k: v for k, v in raw.items() if not k.startswith("landmark_in.")}
+        raw.update({f"landmark_in.{k.removeprefix('landmark_in.')}": v for k, v in adapter.items()})
+        notes.append(f"landmark_in from {os.path.basename(adapter_path)}")
+    elif "landmark_in.weight" not in raw:
+        raise ModelFileError(f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) "
+                             "in models/lato/ and choose it as the landmark adapter.")
+    validate_keys(path, {k: tuple(v.shape) for k, v in raw.items()}, dit_config)
+    raw.pop(NULL_TOKENS_KEY, None)   # learned null landmark tokens: not used by the native guider yet
+    return raw, dit_config, connector_config, notes
+
+
+def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: str = "default"
+                      ) -> comfy.model_patcher.ModelPatcher:
+    """lato.safetensors (+ landmark_in.pth) -> a ModelPatcher core samplers and LoRA loaders take."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ModelFileError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, not {weight_dtype!r}")
+    state, dit_config, connector_config, notes = _state(path, adapter_path)
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    params = sum(v.numel() for v in state.values())
+    supported = LaToModelConfig.supported_inference_dtypes
+    storage = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype(model_params=params, supported_dtypes=supported)
+    manual_cast = mm.unet_manual_cast(storage, load_device, supported)
+    config = LaToModelConfig({"dit": asdict(dit_config), "connector": asdict(connector_config)})
+    config.set_inference_dtype(storage, manual_cast)
+    model = LaToModel(config, device=offload_device)
+    model.load_model_weights(state, "")
+    log.info("LaTo: %s", "; ".join(notes) or "landmark_in inside the checkpoint")
+    return LaToModelPatcher(model, load_device=load_device, offload_device=offload_device)

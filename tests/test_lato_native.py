@@ -1,0 +1,139 @@
+"""LaTo as a native ComfyUI model, in this process: the release's numbers through core's own sampling (CFGGuider,
+the euler sampler, the ModelSamplingFlux schedule) and core's LoRA loader, from the files a user installs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.release_fixtures import GRID, NOISY, fixture, install_dit
+from tests.tiny_sd15 import import_comfy
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return import_comfy()
+
+
+@pytest.fixture(scope="module")
+def native(comfy):
+    """nodes/lato_native_model.py by path: ComfyUI's own `nodes` module shadows the pack's package here."""
+    import importlib.util
+
+    from scripts.comfy_server import PACK_DIR
+    spec = importlib.util.spec_from_file_location("lato_native_model", PACK_DIR / "nodes" / "lato_native_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    return install_dit(models), install_dit(models, with_landmark_in=False)
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return fixture("dit", "inputs_sq.safetensors")
+
+
+@pytest.fixture(scope="module")
+def outputs():
+    return fixture("dit", "outputs_sq.safetensors")
+
+
+def conditioning(native, inputs, row):
+    fmt = native.comfy.latent_formats.Flux()
+    raw_source = inputs["source_latent"] / fmt.scale_factor + fmt.shift_factor   # what VAEEncode would return
+    landmarks = native.LandmarkCond(inputs["landmark_latents"][row:row + 1].transpose(1, 2),
+                                    inputs["landmark_coordinates"][row:row + 1], torch.ones(1, 68), (512, 512))
+    return [[inputs["llm_embedding"][row:row + 1], {"attention_mask": inputs["mask"][row:row + 1],
+                                                     "reference_latents": [raw_source], native.LANDMARK_KEY: landmarks}]]
+
+
+def sample(comfy, patcher, native, inputs, record=None):
+    import comfy.samplers
+
+    from lato_core.sampler.schedule import flow_schedule
+    guider = comfy.samplers.CFGGuider(patcher)
+    guider.set_conds(conditioning(native, inputs, 0), conditioning(native, inputs, 1))
+    guider.set_cfg(4.0)
+    sigmas = flow_schedule(28, NOISY)
+    latent = torch.zeros_like(inputs["noise_latent"])
+    out = guider.sample(inputs["noise_latent"], latent, comfy.samplers.sampler_object("euler"), sigmas, seed=0)
+    fmt = native.comfy.latent_formats.Flux()
+    return (out - fmt.shift_factor) * fmt.scale_factor   # back to the release's normalised latent
+
+
+def test_schedule_of_the_model_is_the_release_one(native, files):
+    patcher = native.load_lato_patcher(str(files[0]["dit"]))
+    sampling = patcher.get_model_object("model_sampling")
+    from lato_core.sampler.schedule import flow_schedule, time_shift
+    t = torch.linspace(1, 0, 29)[:-1]
+    # ModelSamplingFlux's sigma(t) is the release's shift at 512 x 512 (mu 0.63)
+    torch.testing.assert_close(sampling.sigma(t).float(), time_shift(t, native.RELEASE_SHIFT), rtol=0, atol=1e-6)
+    assert flow_schedule(28, 1024)[1] == pytest.approx(float(sampling.sigma(torch.tensor(27 / 28))), abs=1e-6)
+
+
+@pytest.mark.parametrize("layout", [0, 1], ids=["adapter_inside", "landmark_in.pth"])
+def test_core_cfg_guider_and_euler_reproduce_the_28_step_sample(comfy, native, files, inputs, outputs, layout):
+    paths = files[layout]
+    patcher = native.load_lato_patcher(str(paths["dit"]), None if layout == 0 else str(paths["adapter"]))
+    velocities = []
+
+    def record(apply_model, args):
+        denoised = apply_model(args["input"], args["timestep"], **args["c"])
+        sigma = args["timestep"].reshape(-1, 1, 1, 1)
+        order = args["cond_or_uncond"]   # 0 = positive, 1 = negative, in the batch's order
+        v = ((args["input"] - denoised) / sigma).chunk(len(order))
+        velocities.append(torch.cat([v[order.index(0)], v[order.index(1)]]))
+        return denoised
+
+    patcher = patcher.clone()
+    patcher.set_model_unet_function_wrapper(record)
+    with torch.no_grad():
+        result = sample(comfy, patcher, native, inputs)
+    torch.testing.assert_close(result, outputs["sampler_full28_unpacked"], rtol=0, atol=1e-3)
+    from lato_core.sampler.packing import pack_latents
+    raw = outputs["sampler_full28_raw_preds"][:, :, :NOISY]
+    assert len(velocities) == 28
+    torch.testing.assert_close(torch.stack([pack_latents(v) for v in velocities]), raw, rtol=0, atol=1e-3)
+
+
+def test_core_lora_loader_merges_up_down_alpha_over_rank_and_skips_what_the_release_skips(comfy, native, files,
+                                                                                           tmp_path):
+    import comfy.sd
+    import comfy.utils
+
+    patcher = native.load_lato_patcher(str(files[0]["dit"]))
+    gen = torch.Generator().manual_seed(4)
+    lora = {}
+    targets = {"double_blocks_0_img_attn_qkv": (192, 64, 4), "landmark_in": (64, 64, 64),   # full rank
+               "single_blocks_1_linear2": (64, 320, 2), "final_layer_linear": (64, 64, 2),
+               "connector_S_input_embedder": (32, 48, 2)}
+    for name, (out_f, in_f, rank) in targets.items():
+        lora[f"lora_unet_{name}.lora_down.weight"] = torch.randn(rank, in_f, generator=gen) * 0.1
+        lora[f"lora_unet_{name}.lora_up.weight"] = torch.randn(out_f, rank, generator=gen) * 0.1
+        lora[f"lora_unet_{name}.alpha"] = torch.tensor(float(rank) / 2)
+    path = tmp_path / "lato_lora.safetensors"
+    save_file(lora, str(path))
+    patched, _ = comfy.sd.load_lora_for_models(patcher, None, comfy.utils.load_torch_file(str(path)), 0.8, 0)
+    before = {k: v.clone() for k, v in patcher.model.diffusion_model.state_dict().items()}
+    patched.patch_model()
+    try:
+        after = patched.model.diffusion_model.state_dict()
+        for name, (_, _, rank) in targets.items():
+            path_key = {"final_layer_linear": "final_layer.linear", "landmark_in": "landmark_in",
+                        "connector_S_input_embedder": "connector.S.input_embedder",
+                        "double_blocks_0_img_attn_qkv": "double_blocks.0.img_attn.qkv",
+                        "single_blocks_1_linear2": "single_blocks.1.linear2"}[name] + ".weight"
+            up, down = lora[f"lora_unet_{name}.lora_up.weight"], lora[f"lora_unet_{name}.lora_down.weight"]
+            expected = before[path_key]
+            if not name.startswith(("final_layer", "connector")):
+                expected = expected + 0.8 * (rank / 2) / rank * (up @ down)
+            torch.testing.assert_close(after[path_key], expected, rtol=0, atol=1e-6)
+    finally:
+        patched.unpatch_model()
