@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from .. import photos
 from ..errors import FaceEditError
+from ..photos import PHOTO_SUFFIXES
 
 DEFAULT_TABLE = Path(__file__).with_name("cases_default.csv")
 CASES_FILE = "cases.csv"  # a folder holding this file is read as a table
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # Run on every photo of a folder that has no cases.csv.
 FOLDER_INSTRUCTIONS = (
     "turn the head 15 degrees left", "turn the head 30 degrees right", "smile slightly",
@@ -37,31 +37,12 @@ class Case:
     base_dir: str = "."
 
 
-def _sample(name: str) -> np.ndarray:
-    if name == "astronaut":
-        try:
-            from skimage import data
-        except ImportError:
-            raise FaceEditError("sample:astronaut comes with scikit-image: pip install scikit-image") from None
-        return data.astronaut()
-    if name in ("grace_hopper", "hopper"):
-        try:
-            import matplotlib.cbook as cbook
-        except ImportError:
-            raise FaceEditError("sample:grace_hopper comes with matplotlib: pip install matplotlib") from None
-        return np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
-    raise FaceEditError(f"Unknown sample photo 'sample:{name}'; use sample:astronaut or sample:grace_hopper.")
-
-
 def load_photo(case: Case) -> np.ndarray:
     """(H, W, 3) uint8 RGB of the case's photo."""
-    if case.photo.startswith("sample:"):
-        return _sample(case.photo.split(":", 1)[1].strip())
-    path = Path(case.photo)
-    path = path if path.is_absolute() else Path(case.base_dir) / path
-    if not path.is_file():
-        raise FaceEditError(f"Case '{case.case_id}': photo '{path}' not found.")
-    return np.asarray(Image.open(path).convert("RGB"))
+    try:
+        return photos.load_photo(case.photo, case.base_dir)
+    except FaceEditError as error:
+        raise FaceEditError(f"Case '{case.case_id}': {error}") from None
 
 
 def _number(row: dict, key: str, where: str) -> float:
@@ -99,11 +80,11 @@ def folder_cases(folder: str | Path) -> list[Case]:
     folder = Path(folder)
     if (folder / CASES_FILE).is_file():
         return read_table(folder / CASES_FILE)
-    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    if not photos:
+    found = photos.photos_in(folder)
+    if not found:
         raise FaceEditError(f"No photos ({', '.join(PHOTO_SUFFIXES)}) and no {CASES_FILE} in '{folder}'.")
     return [Case(f"{p.stem}_{i + 1}", p.name, text, base_dir=str(folder))
-            for p in photos for i, text in enumerate(FOLDER_INSTRUCTIONS)]
+            for p in found for i, text in enumerate(FOLDER_INSTRUCTIONS)]
 
 
 def load_cases(source: str | Path | None = None) -> list[Case]:

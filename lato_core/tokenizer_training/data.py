@@ -18,6 +18,7 @@ import torch
 from ..face.crop import crop_faces
 from ..face.detect import detect_faces
 from ..face.landmarks import FaceLandmarks
+from ..photos import load_photo, photos_in
 from ..predictor.face_model import EXPRESSIONS, load_face_model
 from ..predictor.geometry import (LIMITS, FaceFit, contour_sliding, edited_shape, fit_face, project,
                                   rotation_matrix, synthetic_face)
@@ -45,15 +46,10 @@ class Augmentation:
 
 def base_faces(photos: tuple[str, ...] = SAMPLE_PHOTOS, folder: str | Path | None = None) -> list[FaceLandmarks]:
     """Crop-space (512) landmarks of the largest face of each photo, and the model's mean face."""
-    from ..evaluation.cases import PHOTO_SUFFIXES, Case, load_photo
-
-    refs = [Case("base", photo, "") for photo in photos]
-    if folder is not None:
-        refs += [Case("base", p.name, "", base_dir=str(folder)) for p in sorted(Path(folder).iterdir())
-                 if p.suffix.lower() in PHOTO_SUFFIXES]
+    refs = list(photos) + ([str(p) for p in photos_in(folder)] if folder is not None else [])
     faces = []
-    for case in refs:
-        rgb = load_photo(case)
+    for photo in refs:
+        rgb = load_photo(photo)
         found = detect_faces(rgb)
         if not found:
             continue
