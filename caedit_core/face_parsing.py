@@ -1,6 +1,6 @@
 """Region masks from a user-supplied face-parsing model, selected by class *name* (never by index).
 
-The two common 19-class CelebAMask-HQ parsers order their labels differently (shared/notes/comfyui-facts.md):
+The two common 19-class CelebAMask-HQ parsers order their labels differently (each repository's own label list):
   BiSeNet (face-parsing.PyTorch)       : BISENET_LABELS
   SegFormer (jonathandinu/face-parsing): SEGFORMER_LABELS
 A SegFormer folder (config.json with id2label, weights, preprocessor_config.json) loads through transformers;

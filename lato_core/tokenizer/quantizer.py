@@ -34,11 +34,6 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("window_usage", None, persistent=False)
         self.steps_in_window = 0
 
-    def reset_training_state(self) -> None:
-        """Forget the EMA statistics (e.g. after loading another codebook); they restart from `codebook`."""
-        self.ema_count = self.ema_sum = self.window_usage = None
-        self.steps_in_window = 0
-
     # --- lookup ---------------------------------------------------------------------------------
     def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) index of the closest codebook row by squared L2, computed in fp32."""
