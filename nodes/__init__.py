@@ -4,11 +4,11 @@ Each node file ends with NODES = {node id: (class, display name)}; add a new fil
 """
 from . import (caedit, edit_report, face_crop, face_detect, landmark_convert, landmark_draw, landmark_io,
                landmark_predictor, landmark_warp, lato_loaders, lato_sampler, region_mask)
-from . import landmark_retarget
+from . import landmark_editor, landmark_retarget
 
 FEATURE_FILES = (face_detect, face_crop, landmark_draw, region_mask, landmark_predictor, landmark_warp, landmark_io,
                  landmark_convert, lato_loaders, lato_sampler, edit_report, caedit)
-FEATURE_FILES += (landmark_retarget,)
+FEATURE_FILES += (landmark_retarget, landmark_editor)
 
 NODE_CLASS_MAPPINGS = {key: cls for module in FEATURE_FILES for key, (cls, _) in module.NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = {key: name for module in FEATURE_FILES for key, (_, name) in module.NODES.items()}

@@ -1,0 +1,69 @@
+"""The Landmark Editor's stored hand moves: parsing, applying, and the node's refusals (no browser needed)."""
+import numpy as np
+import pytest
+import torch
+
+from lato_core.errors import FaceEditError, LandmarkFormatError
+from lato_core.predictor.geometry import synthetic_face
+from lato_core.predictor.point_edits import apply_point_edits, edits_to_json, parse_point_edits
+from nodes.landmark_editor import FaceEditLandmarkEditor
+
+
+@pytest.fixture
+def faces():
+    return [synthetic_face(centre=(200, 260)), synthetic_face(yaw=20, centre=(300, 250))]
+
+
+def offsets_at(index, dx, dy):
+    out = np.zeros((68, 2))
+    out[index] = (dx, dy)
+    return out
+
+
+def test_edits_move_only_their_points_of_their_face(faces):
+    edits = parse_point_edits(edits_to_json({1: offsets_at(48, 7.25, -3.5)}))
+    out = apply_point_edits(faces, edits)
+    assert out[0] is faces[0]
+    np.testing.assert_allclose(out[1].points - faces[1].points, offsets_at(48, 7.25, -3.5), atol=1e-12)
+    assert out[1].image_size == faces[1].image_size and out[1].image_index == faces[1].image_index
+
+
+def test_empty_edits_and_edits_for_missing_faces_change_nothing(faces):
+    for text in ("", "{}", '{"version": 1, "faces": {}}', edits_to_json({5: offsets_at(0, 3, 3)})):
+        assert all(a is b for a, b in zip(apply_point_edits(faces, parse_point_edits(text)), faces))
+
+
+def test_a_point_dragged_past_the_edge_stops_on_it(faces):
+    out = apply_point_edits(faces, {0: offsets_at(8, 0, 10_000)})[0]
+    assert out.points[8, 1] == pytest.approx(faces[0].height - 0.5)
+    assert out.visibility[8] == 1
+
+
+@pytest.mark.parametrize("text, what", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    ('{"version": 2, "faces": {}}', "version 2"),
+    ('{"faces": [[0, 0]]}', "'faces' must map"),
+    ('{"faces": {"first": []}}', "face number"),
+    ('{"faces": {"0": [[0, 0]]}}', "68 \\[dx, dy\\] pairs"),
+    ('{"faces": {"0": [' + ",".join(["[0, 0]"] * 67 + ["[NaN, 0]"]) + "]}}", "finite"),
+    ('{"faces": {"0": [' + ",".join(["[0, 0]"] * 67 + ["[1e9, 0]"]) + "]}}", "within"),
+    ('{"faces": {"0": [' + ",".join(["[0, 0]"] * 67 + ["[true, 0]"]) + "]}}", "finite"),
+    ("[" * 100_000, "not valid JSON"),
+    ('{"faces": {"\u00b2": []}}', "face number"),
+])
+def test_bad_edits_are_refused_with_a_way_out(text, what):
+    with pytest.raises(LandmarkFormatError, match=what) as e:
+        parse_point_edits(text)
+    assert "Reset" in str(e.value)
+
+
+def test_node_refuses_target_start_without_targets_and_photo_landmarks(faces):
+    crops = torch.zeros(2, 512, 512, 3)
+    node = FaceEditLandmarkEditor()
+    with pytest.raises(FaceEditError, match="connect the Landmark Predictor"):
+        node.edit(crops, faces, "target", "{}")
+    with pytest.raises(FaceEditError, match="1 face\\(s\\) but landmarks has 2"):
+        node.edit(crops, faces, "target", "{}", target_landmarks=faces[:1])
+    with pytest.raises(FaceEditError, match="crop_landmarks"):
+        node.edit(torch.zeros(2, 256, 256, 3), faces, "detection", "{}")
