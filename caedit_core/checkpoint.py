@@ -21,6 +21,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from lato_core.checkpoint_check import check_layout, shapes_of
+from lato_core.errors import ModelFileError
+
 from .ca2 import CA2Attention, CA2Config
 from .refnet import ReferenceNet
 
@@ -29,10 +32,6 @@ PLACEMENTS = ("unet", "refnet")
 CLIP_TOKENS = ("penultimate", "last")
 LAYER_PARAMS = ("to_k_vis.weight", "to_v_vis.weight", "score_predictor.fc1.weight", "score_predictor.fc1.bias",
                 "score_predictor.fc2.weight", "score_predictor.fc2.bias")
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 def adapter_config(layers: dict[str, tuple[int, int]], clip_dim: int, pooled_text_dim: int, layers_per_block: int,
@@ -85,17 +84,8 @@ class CAEditAdapter(nn.Module):
         return out
 
     def load_file_state_dict(self, tensors: dict[str, torch.Tensor], source: str = "state dict") -> None:
-        expected = {k: tuple(v.shape) for k, v in self.file_state_dict().items()}
-        missing = sorted(set(expected) - set(tensors))
-        unexpected = sorted(set(tensors) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != expected[k])
-        if missing or unexpected or wrong:
-            lines = [f"{source} does not match its own CA-Edit adapter config:"]
-            for label, keys in (("missing", missing), ("unexpected", unexpected)):
-                if keys:
-                    lines.append(f"  {len(keys)} {label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
-            lines += [f"  shape {k}: file {tuple(tensors[k].shape)}, expected {expected[k]}" for k in wrong[:8]]
-            raise CheckpointError("\n".join(lines))
+        check_layout(source, shapes_of(tensors), shapes_of(self.file_state_dict()),
+                     "its own CA-Edit adapter config", "Re-export the adapter with `python -m caedit_core train`.")
         for name, layer in self.layers().items():
             layer.load_state_dict({p: tensors[f"ca2.{name}.{p}"] for p in LAYER_PARAMS}, strict=True)
         if self.refnet is not None:
@@ -117,26 +107,26 @@ def save_adapter(adapter: CAEditAdapter, path: str | Path, dtype: torch.dtype | 
 
 
 def read_adapter_file(path: str | Path) -> tuple[dict, dict[str, torch.Tensor], dict]:
-    """(config, tensors, metadata); raises CheckpointError naming the file when it is not a CA-Edit adapter."""
+    """(config, tensors, metadata); raises ModelFileError naming the file when it is not a CA-Edit adapter."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+        raise ModelFileError(f"{path}: not a readable safetensors file ({e})") from e
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: metadata format is {metadata.get('format')!r}, expected {FORMAT!r} "
+        raise ModelFileError(f"{path}: metadata format is {metadata.get('format')!r}, expected {FORMAT!r} "
                               "(is this an IP-Adapter or another model?)")
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {metadata.get('format_version')!r}, this pack reads "
+        raise ModelFileError(f"{path}: format_version {metadata.get('format_version')!r}, this pack reads "
                               f"{FORMAT_VERSION!r}")
     try:
         config = json.loads(metadata["config"])
     except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: metadata has no valid 'config' JSON ({e})") from e
+        raise ModelFileError(f"{path}: metadata has no valid 'config' JSON ({e})") from e
     return config, tensors, metadata
 
 
@@ -148,7 +138,7 @@ def load_adapter(path: str | Path, dtype: torch.dtype | None = None) -> CAEditAd
     try:
         adapter = CAEditAdapter(config)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: config cannot build an adapter ({e!r})") from e
+        raise ModelFileError(f"{path}: config cannot build an adapter ({e!r})") from e
     adapter.load_file_state_dict(tensors, source=str(path))
     if dtype is not None:
         adapter.to(dtype)

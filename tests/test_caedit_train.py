@@ -10,11 +10,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from caedit_core.__main__ import main
-from caedit_core.checkpoint import CheckpointError, key_table, load_adapter, read_adapter_file, save_adapter
+from caedit_core.checkpoint import key_table, load_adapter, read_adapter_file, save_adapter
 from caedit_core.dataset import (CAEditDataset, build_dataset, caption_from_attributes, read_attributes,
                                  synthetic_manifest)
 from caedit_core.train import (CAEditTrainModel, TrainConfig, add_refnet_lora, encode_batch, export_tensors,
                                load_frozen, new_adapter, train)
+from lato_core.errors import ModelFileError
 from tiny_sd15 import tiny_adapter, tiny_unet, write_diffusers_pipeline
 
 SMALL = dict(sample_size=8, block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D",) * 2,
@@ -95,15 +96,15 @@ def test_strict_loader_names_the_file_and_the_problem(tmp_path):
     broken = tmp_path / "broken.safetensors"
     key = next(k for k in tensors if k.endswith("to_k_vis.weight"))
     save_file({k: v for k, v in tensors.items() if k != key}, str(broken), metadata=meta)
-    with pytest.raises(CheckpointError, match=r"broken\.safetensors.*\n.*1 missing: " + key.replace(".", r"\.")):
+    with pytest.raises(ModelFileError, match=r"broken\.safetensors does not match.*\n  missing \(1\):\n    " + key.replace(".", r"\.")):
         load_adapter(broken)
     save_file({**tensors, key: tensors[key][:, :3].contiguous()}, str(broken), metadata=meta)
-    with pytest.raises(CheckpointError, match=r"shape .*to_k_vis\.weight: file \(\d+, 3\)"):
+    with pytest.raises(ModelFileError, match=r"wrong shape \(1\):\n    .*to_k_vis\.weight: file \[\d+, 3\], expected \[\d+, 32\]"):
         load_adapter(broken)
     save_file(tensors, str(broken), metadata={**meta, "format": "ip-adapter"})
-    with pytest.raises(CheckpointError, match="broken.safetensors: metadata format is 'ip-adapter'"):
+    with pytest.raises(ModelFileError, match="broken.safetensors: metadata format is 'ip-adapter'"):
         load_adapter(broken)
-    with pytest.raises(CheckpointError, match="no such file"):
+    with pytest.raises(ModelFileError, match="no such file"):
         load_adapter(tmp_path / "missing.safetensors")
     table = key_table(good)
     assert "placement refnet" in table and f"{key:<90} [" in table and "refnet.down_blocks.0" in table
