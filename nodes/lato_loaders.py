@@ -1,18 +1,15 @@
 import os
 
-from lato_core.engine.model import OFFLOADS, load_lato_model
 from lato_core.engine.text_encoder import load_text_encoder
 from lato_core.errors import FaceEditError
 from lato_core.tokenizer.loading import load_tokenizer
 
 from .common import CATEGORY, PACK_MODEL_FOLDER, model_subfolders, pack_model_paths, resolve_subfolder
 
-LATO_MODEL = "LATO_MODEL"
 LATO_TOKENIZER = "LATO_TOKENIZER"
 LATO_TEXT_ENCODER = "LATO_TEXT_ENCODER"
 INSIDE_CHECKPOINT = "(inside the checkpoint)"
 NO_TEXT_ENCODER_HINT = "(put the Qwen2.5-VL-7B-Instruct folder in models/text_encoders/)"
-STORAGE_CHOICES = ("auto", "bf16", "fp8_e4m3", "fp32")
 
 
 def _pack_files(extensions: tuple[str, ...]) -> list[str]:
@@ -35,6 +32,12 @@ def _full_path(folder: str, name: str, what: str) -> str:
     return path
 
 
+def _weight_dtypes():
+    from .lato_native_model import WEIGHT_DTYPES
+
+    return WEIGHT_DTYPES
+
+
 def _devices():
     import comfy.model_management as mm
 
@@ -42,7 +45,11 @@ def _devices():
 
 
 class LaToModelLoader:
-    """Load the LaTo DiT (lato.safetensors: Step1X-Edit DiT + Qwen connector, maybe landmark_in)."""
+    """The LaTo DiT as a native ComfyUI MODEL: core samplers, LoRA loaders and the memory manager work on it."""
+
+    DESCRIPTION = ("Loads lato.safetensors (the Step1X-Edit DiT with Qwen connector and landmark adapter) as a "
+                   "MODEL for core KSampler / SamplerCustomAdvanced and LoraLoaderModelOnly. The file is checked "
+                   "strictly; a plain FLUX file is refused.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -50,54 +57,26 @@ class LaToModelLoader:
 
         return {"required": {
             "dit_name": (folder_paths.get_filename_list("diffusion_models"), {"tooltip":
-                "lato/lato.safetensors from the LaTo release, in models/diffusion_models/. A plain FLUX file is refused."}),
+                "lato/lato.safetensors from the LaTo release (or its fp8 repack), in models/diffusion_models/."}),
             "landmark_adapter": ([INSIDE_CHECKPOINT] + _pack_files((".pth", ".safetensors")), {"tooltip":
-                "landmark_in.pth from the LaTo code release (in models/lato/) when the checkpoint lacks landmark_in.*; "
-                "read with weights_only=True."}),
-            "weight_dtype": (list(STORAGE_CHOICES), {"default": "auto", "tooltip":
-                "auto: bf16 on a GPU, fp32 on the CPU. fp8_e4m3 halves the block weights (upcast per layer)."}),
-            "offload": (list(OFFLOADS), {"default": "none", "tooltip":
-                "blocks: keep the transformer blocks in RAM and move each to the GPU only for its turn (slower, "
-                "for small GPUs)."}),
+                "landmark_in.pth from the LaTo code release, or its safetensors repack (in models/lato/), when the "
+                "checkpoint lacks landmark_in.*; a .pth is read with weights_only=True."}),
+            "weight_dtype": (list(_weight_dtypes()), {"default": "default", "tooltip":
+                "default: the dtype ComfyUI picks for this device. fp8 halves the weights' memory (cast per layer "
+                "while sampling), as core's diffusion-model loader offers."}),
         }}
 
-    RETURN_TYPES = (LATO_MODEL,)
-    RETURN_NAMES = ("lato_model",)
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The LaTo DiT; apply the released LoRA with core's LoraLoaderModelOnly.",)
     FUNCTION = "load"
     CATEGORY = f"{CATEGORY}/lato"
 
-    def load(self, dit_name, landmark_adapter, weight_dtype, offload):
-        import torch
+    def load(self, dit_name, landmark_adapter, weight_dtype):
+        from .lato_native_model import load_lato_patcher
 
-        device, offload_device = _devices()
-        storage = weight_dtype if weight_dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
         adapter = None if landmark_adapter == INSIDE_CHECKPOINT else _full_path(PACK_MODEL_FOLDER, landmark_adapter, "Landmark adapter")
-        compute = torch.bfloat16 if storage != "fp32" else torch.float32
-        return (load_lato_model(_full_path("diffusion_models", dit_name, "LaTo checkpoint"), adapter, storage,
-                                offload, compute_dtype=compute, device=offload_device),)
-
-
-class LaToLoRA:
-    """Apply the released LaTo LoRA (kohya lora_unet_* keys) to a clone of the model, with a strength."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        import folder_paths
-
-        return {"required": {
-            "lato_model": (LATO_MODEL, {"tooltip": "From the LaTo model loader."}),
-            "lora_name": (folder_paths.get_filename_list("loras"), {"tooltip": "lora/lato.safetensors from the LaTo release, in models/loras/."}),
-            "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip":
-                "Scale of the LoRA (the release uses 1.0). Applied only while sampling; the loaded model is unchanged."}),
-        }}
-
-    RETURN_TYPES = (LATO_MODEL,)
-    RETURN_NAMES = ("lato_model",)
-    FUNCTION = "apply"
-    CATEGORY = f"{CATEGORY}/lato"
-
-    def apply(self, lato_model, lora_name, strength):
-        return (lato_model.with_lora(_full_path("loras", lora_name, "LoRA"), strength),)
+        return (load_lato_patcher(_full_path("diffusion_models", dit_name, "LaTo checkpoint"), adapter, weight_dtype),)
 
 
 class LaToTokenizerLoader:
@@ -141,7 +120,6 @@ class LaToTextEncoderLoader:
 
 NODES = {
     "LaToModelLoader": (LaToModelLoader, "LaTo Model Loader"),
-    "LaToLoRA": (LaToLoRA, "LaTo LoRA"),
     "LaToTokenizerLoader": (LaToTokenizerLoader, "LaTo Landmark Tokenizer Loader"),
     "LaToTextEncoderLoader": (LaToTextEncoderLoader, "LaTo Text Encoder Loader (Qwen2.5-VL)"),
 }

@@ -20,6 +20,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.samplers
 import comfy.ops
 import comfy.supported_models_base
 import comfy.utils
@@ -44,26 +45,55 @@ log = logging.getLogger(__name__)
 
 class LandmarkCond:
     """Target landmark tokens riding on the conditioning, kept as they are (no cast of the pixel positions to
-    bf16). Equal conds (the release: both CFG branches carry the same landmarks) batch together."""
+    bf16). Conds of one canvas batch together, so every guidance branch runs in one forward."""
 
     def __init__(self, tokens: torch.Tensor, xy: torch.Tensor, visible: torch.Tensor,
                  canvas_hw: tuple[float, float], release_height_only_scaling: bool = False):
         self.tokens, self.xy, self.visible = tokens, xy.float(), visible.bool()
-        self.canvas_hw, self.release_height_only_scaling = tuple(float(v) for v in canvas_hw), bool(release_height_only_scaling)
+        self.canvas_hw = tuple(float(v) for v in canvas_hw)
+        self.release_height_only_scaling = bool(release_height_only_scaling)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, LandmarkCond) and self.canvas_hw == other.canvas_hw and \
-            self.release_height_only_scaling == other.release_height_only_scaling and \
-            all(a.shape == b.shape and torch.equal(a, b) for a, b in
-                ((self.tokens, other.tokens), (self.xy, other.xy), (self.visible, other.visible)))
+    def like(self, **changes) -> "LandmarkCond":
+        fields = dict(tokens=self.tokens, xy=self.xy, visible=self.visible, canvas_hw=self.canvas_hw,
+                      release_height_only_scaling=self.release_height_only_scaling)
+        return LandmarkCond(**{**fields, **changes})
 
-    __hash__ = None
+    def without_landmarks(self) -> "LandmarkCond":
+        """The same positions, every point invisible: the DiT treats it exactly as no landmark tokens."""
+        return self.like(visible=torch.zeros_like(self.visible))
 
     def dit_kwargs(self, batch: int, device, dtype) -> dict:
         repeat = lambda t: comfy.utils.repeat_to_batch_size(t.to(device), batch)
         return {"landmark_tokens": repeat(self.tokens).to(dtype), "landmark_xy": repeat(self.xy),
                 "landmark_visible": repeat(self.visible), "landmark_canvas_hw": self.canvas_hw,
                 "release_height_only_scaling": self.release_height_only_scaling}
+
+
+class CONDLandmarks(comfy.conds.CONDRegular):
+    """The conditioning entry for LandmarkCond: repeated to the batch, concatenated across branches."""
+
+    def process_cond(self, batch_size, **kwargs):
+        c = self.cond
+        repeat = lambda t: comfy.utils.repeat_to_batch_size(t, batch_size)
+        return self._copy_with(c.like(tokens=repeat(c.tokens), xy=repeat(c.xy), visible=repeat(c.visible)))
+
+    def can_concat(self, other):
+        a, b = self.cond, other.cond
+        return a.tokens.shape[1:] == b.tokens.shape[1:] and a.canvas_hw == b.canvas_hw and \
+            a.release_height_only_scaling == b.release_height_only_scaling
+
+    def concat(self, others):
+        parts = [self.cond] + [o.cond for o in others]
+        return self.cond.like(**{name: torch.cat([getattr(p, name) for p in parts])
+                                 for name in ("tokens", "xy", "visible")})
+
+    def size(self):
+        return list(self.cond.tokens.size())
+
+
+def landmark_cond(tokens, release_height_only_scaling: bool = False) -> LandmarkCond:
+    """engine.run.LandmarkTokens (the LaTo Landmark Tokens node's output) -> what rides on the conditioning."""
+    return LandmarkCond(tokens.codes, tokens.xy, tokens.visible, tokens.canvas_hw, release_height_only_scaling)
 
 
 class LaToDiffusionModel(Step1XEditDiT):
@@ -121,7 +151,7 @@ class LaToModel(comfy.model_base.BaseModel):
             out["ref_latents"] = comfy.conds.CONDList([self.process_latent_in(r) for r in refs])
         landmarks = kwargs.get(LANDMARK_KEY)
         if landmarks is not None:
-            out[LANDMARK_KEY] = comfy.conds.CONDConstant(landmarks)
+            out[LANDMARK_KEY] = CONDLandmarks(landmarks)
         return out
 
     def extra_conds_shapes(self, **kwargs):
@@ -209,3 +239,21 @@ def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: 
     model.load_model_weights(state, "")
     log.info("LaTo: %s", "; ".join(notes) or "landmark_in inside the checkpoint")
     return LaToModelPatcher(model, load_device=load_device, offload_device=offload_device)
+
+
+class LandmarkAwareGuider(comfy.samplers.CFGGuider):
+    """v = v_uu + w_g (v_u - v_uu) + w_t (v_c - v_u) in denoised space (the combination is linear, so it is the
+    same in velocity space): c = positive, u = negative, uu = negative with its landmarks left out."""
+
+    def __init__(self, model_patcher, positive, negative, text_scale: float, geometry_scale: float):
+        super().__init__(model_patcher)
+        self.text_scale, self.geometry_scale = float(text_scale), float(geometry_scale)
+        null = [[cond, {**options, LANDMARK_KEY: options[LANDMARK_KEY].without_landmarks()}
+                 if LANDMARK_KEY in options else options] for cond, options in negative]
+        self.inner_set_conds({"positive": positive, "negative": negative, "null": null})
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        c, u, uu = comfy.samplers.calc_cond_batch(
+            self.inner_model, [self.conds["positive"], self.conds["negative"], self.conds["null"]], x, timestep,
+            model_options)
+        return uu + self.geometry_scale * (u - uu) + self.text_scale * (c - u)

@@ -1,36 +1,26 @@
-"""The LaTo example workflow in the real ComfyUI, on CPU, with tiny random weights in the released layouts."""
+"""The LaTo example workflow in the real ComfyUI, on CPU, with tiny random weights in the released layouts: the
+native MODEL through core's LoraLoaderModelOnly and KSampler, with latent previews while it samples."""
 import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from scripts.build_workflows import SAMPLE_IMAGE
 from scripts.comfy_server import PACK_DIR, ComfyServer, execution_error
 from scripts.specs.lato import LATO_EDIT
 from scripts.workflow_api import ui_to_api
 from tests import tiny_lato
+from tests.workflow_models import write_lato_lora
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
-
-
-def _tiny_lora(path):
-    gen = torch.Generator().manual_seed(3)
-    hidden, rank = tiny_lato.DIT.hidden_size, 2
-    state = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(rank, hidden, generator=gen),
-             "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(hidden, rank, generator=gen) * 0.1,
-             "lora_unet_double_blocks_0_img_attn_proj.alpha": torch.tensor(2.0)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_lato")
     files = tiny_lato.write_all(base / "models", vae=True)
-    _tiny_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
+    write_lato_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
     from tests.tiny_vlm import build_tiny_vlm
     build_tiny_vlm(base / "models" / "lato" / "Landmark_Predictor")   # a VLM folder beside the tokenizer
     with ComfyServer(base) as comfy:
@@ -45,11 +35,11 @@ def _tiny_prompt(info, crop_size=64, steps=2):
     overrides = {
         "FaceEditCrop": {"size": crop_size},
         "LaToModelLoader": {"dit_name": "lato_tiny.safetensors", "landmark_adapter": "landmark_in_tiny.pth"},
-        "LaToLoRA": {"lora_name": "lato_tiny_lora.safetensors"},
+        "LoraLoaderModelOnly": {"lora_name": "lato_tiny_lora.safetensors"},
         "LaToTokenizerLoader": {"tokenizer_name": "tokenizer_tiny.safetensors"},
         "LaToTextEncoderLoader": {"folder": "qwen_tiny"},
         "VAELoader": {"vae_name": "flux_vae_random.safetensors"},
-        "LaToSampler": {"steps": steps, "seed": 7},
+        "KSampler": {"steps": steps, "seed": 7},
     }
     for kind, values in overrides.items():
         prompt[by_type[kind]]["inputs"].update(values)
@@ -59,8 +49,8 @@ def _tiny_prompt(info, crop_size=64, steps=2):
 def test_lato_workflow_runs_on_cpu_and_returns_the_photo_size(server):
     comfy, _ = server
     info = comfy.object_info()
-    for node in ("LaToModelLoader", "LaToLoRA", "LaToTokenizerLoader", "LaToTextEncoderLoader", "LandmarkTokenizer",
-                 "LaToTextEncode", "LaToSampler"):
+    for node in ("LaToModelLoader", "LaToTokenizerLoader", "LaToTextEncoderLoader", "LaToLandmarkTokens",
+                 "LaToTextEncode", "LaToEditConditioning", "LaToLandmarkAwareGuider", "LaToReleaseSchedule"):
         assert node in info, comfy.log()[-3000:]
     workflow, prompt = _tiny_prompt(info)
     entry = comfy.run(prompt, timeout=900)

@@ -54,6 +54,17 @@ def conditioning(native, inputs, row):
                                                      "reference_latents": [raw_source], native.LANDMARK_KEY: landmarks}]]
 
 
+def release_schedule_node(native, inputs):
+    import importlib.util
+
+    from scripts.comfy_server import PACK_DIR
+    spec = importlib.util.spec_from_file_location("lato_schedule", PACK_DIR / "nodes" / "lato_schedule.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (sigmas,) = module.LaToReleaseSchedule().get_sigmas({"samples": inputs["noise_latent"]}, 28)
+    return sigmas
+
+
 def sample(comfy, patcher, native, inputs, record=None):
     import comfy.samplers
 
@@ -61,7 +72,8 @@ def sample(comfy, patcher, native, inputs, record=None):
     guider = comfy.samplers.CFGGuider(patcher)
     guider.set_conds(conditioning(native, inputs, 0), conditioning(native, inputs, 1))
     guider.set_cfg(4.0)
-    sigmas = flow_schedule(28, NOISY)
+    sigmas = release_schedule_node(native, inputs)
+    torch.testing.assert_close(sigmas, flow_schedule(28, NOISY), rtol=0, atol=0)
     latent = torch.zeros_like(inputs["noise_latent"])
     out = guider.sample(inputs["noise_latent"], latent, comfy.samplers.sampler_object("euler"), sigmas, seed=0)
     fmt = native.comfy.latent_formats.Flux()
@@ -137,3 +149,70 @@ def test_core_lora_loader_merges_up_down_alpha_over_rank_and_skips_what_the_rele
             torch.testing.assert_close(after[path_key], expected, rtol=0, atol=1e-6)
     finally:
         patched.unpatch_model()
+
+
+def test_core_ksampler_path_euler_simple_reproduces_the_sample(comfy, native, files, inputs, outputs):
+    """What the KSampler node runs (comfy.sample.sample): euler with core's "simple" scheduler, the schedule set for
+    the picture's size by core's ModelSamplingFlux node (the release's rule: mu linear in the token count; the
+    model's own default is a 512 x 512 crop). Simple's sigmas differ from the release's exact grid by at most
+    1.5e-4 (10000 discrete timesteps), which moves the 28-step sample by 6e-3 here: within 1e-2. The exact
+    grid is the LaTo Release Schedule node's, for SamplerCustomAdvanced (1e-3 above)."""
+    import comfy.sample
+    from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+
+    patcher = native.load_lato_patcher(str(files[0]["dit"]))
+    (patcher,) = ModelSamplingFlux().patch(patcher, max_shift=1.15, base_shift=0.5, width=64, height=64)
+    latent = torch.zeros_like(inputs["noise_latent"])
+    with torch.no_grad():
+        out = comfy.sample.sample(patcher, inputs["noise_latent"], 28, 4.0, "euler", "simple",
+                                  conditioning(native, inputs, 0), conditioning(native, inputs, 1), latent, seed=0)
+    fmt = native.comfy.latent_formats.Flux()
+    torch.testing.assert_close((out - fmt.shift_factor) * fmt.scale_factor, outputs["sampler_full28_unpacked"],
+                               rtol=0, atol=1e-2)
+
+
+def test_landmark_aware_guider_runs_its_three_branches_in_one_forward(comfy, native, files, inputs):
+    """v = v_uu + w_g (v_u - v_uu) + w_t (v_c - v_u); geometry 1 is the release's CFG; one batched call per step."""
+    import comfy.samplers
+
+    patcher = native.load_lato_patcher(str(files[0]["dit"]))
+    calls = []
+
+    def record(apply_model, args):
+        calls.append(len(args["cond_or_uncond"]))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    patcher = patcher.clone()
+    patcher.set_model_unet_function_wrapper(record)
+    pos, neg = conditioning(native, inputs, 0), conditioning(native, inputs, 1)
+    x = inputs["noise_latent"]
+    sigma = torch.tensor([0.7])
+
+    def denoised(guider):
+        guider.inner_model, guider.conds = None, None
+        import comfy.sampler_helpers
+        guider.model_options = patcher.model_options
+        guider.inner_model, guider.conds, _ = comfy.sampler_helpers.prepare_sampling(
+            patcher, x.shape, {k: comfy.sampler_helpers.convert_cond(v) for k, v in guider.original_conds.items()})
+        for key in guider.conds:
+            guider.conds[key] = comfy.samplers.process_conds(
+                guider.inner_model, x, {key: guider.conds[key]}, x.device, None, None, seed=0)[key]
+        with torch.no_grad():
+            return guider.predict_noise(x, sigma, guider.model_options)
+
+    calls.clear()
+    guided = denoised(native.LandmarkAwareGuider(patcher, pos, neg, 3.0, 2.0))
+    assert calls == [3]   # positive, negative and the landmark-free negative in one forward
+    cfg = comfy.samplers.CFGGuider(patcher)
+    cfg.set_conds(pos, neg)
+    cfg.set_cfg(1.0)
+    c = denoised(cfg)
+    null_neg = [[t, {**o, native.LANDMARK_KEY: o[native.LANDMARK_KEY].without_landmarks()}] for t, o in neg]
+    cfg.set_conds(neg, neg)
+    u = denoised(cfg)
+    cfg.set_conds(null_neg, null_neg)
+    uu = denoised(cfg)
+    torch.testing.assert_close(guided, uu + 2.0 * (u - uu) + 3.0 * (c - u), rtol=0, atol=1e-5)
+    assert (u - uu).abs().max() > 1e-3   # the landmarks matter: the third branch is not the second
+    release = denoised(native.LandmarkAwareGuider(patcher, pos, neg, 4.0, 1.0))
+    torch.testing.assert_close(release, u + 4.0 * (c - u), rtol=0, atol=1e-5)

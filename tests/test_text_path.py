@@ -12,7 +12,7 @@ from lato_core.errors import ModelFileError
 from PIL import Image
 
 from lato_core.text import (ConnectorConfig, Qwen2Connector, RELEASE_PREFIX_DROP,
-                            STEP1X_PREFIX, build_qwen_inputs, clear_text_cache, encode_guidance_pair, encode_text,
+                            STEP1X_PREFIX, build_qwen_inputs, clear_text_cache, encode_hidden, encode_text,
                             load_connector, prefix_drop)
 from lato_core.text.qwen_prompt import split_quoted, to_pil_rgb
 from tests.tiny_qwen import build_tiny_qwen_bundle
@@ -196,7 +196,7 @@ def test_encode_text_end_to_end_and_cache(tiny_bundle, face_image):
     clear_text_cache()
     connector = tiny_connector()
     calls.clear()
-    cond = encode_guidance_pair(model, processor, connector, "make her smile", face_image)
+    cond = encode_text(model, processor, connector, ["make her smile", ""], face_image)
     assert len(calls) == 2
     assert cond.hidden.shape == (2, 640, TINY.in_dim) and cond.mask.shape == (2, 640)
     assert cond.pooled.shape == (2, TINY.pooled_dim)
@@ -207,16 +207,17 @@ def test_encode_text_end_to_end_and_cache(tiny_bundle, face_image):
     torch.testing.assert_close(tokens, ref_tokens, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(cond.pooled, ref_pooled, atol=1e-4, rtol=1e-4)
 
-    again = encode_guidance_pair(model, processor, connector, "make her smile", face_image)
+    again = encode_text(model, processor, connector, ["make her smile", ""], face_image)
     assert len(calls) == 2 and again is cond and again.hidden is cond.hidden and again.pooled is cond.pooled
 
     clear_text_cache()   # deterministic: a fresh run gives the same numbers
-    torch.testing.assert_close(encode_guidance_pair(model, processor, connector, "make her smile",
-                                                    face_image).hidden, cond.hidden, atol=0, rtol=0)
+    hidden, mask = encode_hidden(model, processor, ["make her smile", ""], face_image)   # the native model's input
+    torch.testing.assert_close(hidden, cond.hidden, atol=0, rtol=0)
+    assert torch.equal(mask, cond.mask)
     assert len(calls) == 4
 
     as_tensor = torch.from_numpy(np.array(face_image)).float()[None] / 255.0   # ComfyUI IMAGE layout
-    other = encode_guidance_pair(model, processor, connector, "close her eyes", as_tensor)
+    other = encode_text(model, processor, connector, ["close her eyes", ""], as_tensor)
     assert len(calls) == 5   # new instruction: one miss; the "" row is cached (same pixels)
     assert not torch.equal(other.hidden[0], cond.hidden[0]) and torch.equal(other.hidden[1], cond.hidden[1])
 

@@ -38,7 +38,7 @@ def _flux_vae(path: Path) -> None:
     tiny_lato.write_flux_vae(path)
 
 
-def _lato_lora(path: Path) -> None:
+def write_lato_lora(path: Path) -> None:
     from tests import tiny_lato
     gen = torch.Generator().manual_seed(3)
     hidden, rank = tiny_lato.DIT.hidden_size, 2
@@ -69,7 +69,7 @@ def _ca2_adapter(path: Path) -> None:
 BUILDERS: dict[tuple[str, str], tuple[str, Callable[[Path], None]]] = {
     ("LaToModelLoader", "dit_name"): ("diffusion_models", _lato_dit),
     ("LaToModelLoader", "landmark_adapter"): ("lato", _lato_adapter),
-    ("LaToLoRA", "lora_name"): ("loras", _lato_lora),
+    ("LoraLoaderModelOnly", "lora_name"): ("loras", write_lato_lora),
     ("LaToTokenizerLoader", "tokenizer_name"): ("lato", _lato_tokenizer),
     ("LaToTextEncoderLoader", "folder"): ("text_encoders", _lato_text_encoder),
     ("VAELoader", "vae_name"): ("vae", _flux_vae),

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..text.encode import TextConditioning, encode_text, free_text_encoder
+from ..errors import FaceEditError
+from ..text.encode import TextConditioning, encode_hidden, encode_text, free_text_encoder
 from ..vl_models import load_vl_model
 from .model import LaToModel
 
@@ -23,14 +24,28 @@ def load_text_encoder(folder: str | Path, device: str | None = None) -> TextEnco
     return TextEncoder(model, processor, str(folder))
 
 
+def encode_hidden_pair(encoder: TextEncoder | None, instruction: str, crops: torch.Tensor,
+                       device: torch.device | str = "cpu", offload_device: torch.device | str = "cpu"
+                       ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(hidden, mask) of the instruction, (hidden, mask) of ""], one row per crop (B, H, W, 3): the release's
+    CFG pair for the native model. The encoder runs on `device` and goes back to offload_device afterwards; the
+    cache keeps the states on the CPU."""
+    if encoder is None:
+        raise FaceEditError("LaTo Text Encode needs a text encoder: connect core's CLIPLoader (type qwen_image) "
+                            "or the LaTo Text Encoder Loader.")
+    images = list(crops)
+    encoder.model.to(device)
+    try:
+        return [encode_hidden(encoder.model, encoder.processor, [text] * len(images), images)
+                for text in (instruction, "")]
+    finally:
+        free_text_encoder(encoder.model, offload_device)
+
+
 def encode_edit(encoder: TextEncoder, lato: LaToModel, instruction: str, crops: torch.Tensor,
                 device: torch.device | str = "cpu", free_after: bool = True,
                 offload_device: torch.device | str = "cpu") -> tuple[TextConditioning, TextConditioning]:
-    """(instruction, empty prompt) encodings, one row per crop (B, H, W, 3), as the release's CFG pair.
-
-    The encoder runs on `device` and, with free_after, goes back to offload_device afterwards; the cache
-    keeps the hidden states on the CPU, so a changed seed or guidance never runs Qwen again.
-    """
+    """(instruction, empty prompt) encodings with the standalone engine's connector, as the release's CFG pair."""
     images = list(crops)
     encoder.model.to(device)
     try:

@@ -1,6 +1,6 @@
 """Text path: Qwen2.5-VL hidden states -> Step1X-Edit connector tokens and pooled vector."""
 from .connector import ConnectorConfig, Qwen2Connector, load_connector
-from .encode import (TextConditioning, clear_text_cache, encode_guidance_pair, encode_text, free_text_encoder)
+from .encode import (TextConditioning, clear_text_cache, encode_hidden, encode_text, free_text_encoder)
 from .qwen_prompt import RELEASE_PREFIX_DROP, STEP1X_PREFIX, build_qwen_inputs, prefix_drop
 
 __all__ = [
@@ -11,7 +11,7 @@ __all__ = [
     "TextConditioning",
     "build_qwen_inputs",
     "clear_text_cache",
-    "encode_guidance_pair",
+    "encode_hidden",
     "encode_text",
     "free_text_encoder",
     "load_connector",

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import FaceEditError
 from .connector import Qwen2Connector
-from .qwen_prompt import build_qwen_inputs, to_pil_rgb
+from .qwen_prompt import build_qwen_inputs, pad_or_cut, to_pil_rgb
 
 DEFAULT_MAX_LENGTH = 640
 
@@ -114,18 +114,12 @@ def _run_qwen(qwen_model, processor, instruction: str, image, max_length: int, q
     if states.shape[0] == 0:
         raise FaceEditError(f"the Qwen prompt has {last.shape[1]} tokens, not more than the "
                             f"{inputs.drop} dropped prefix positions: check the processor's chat template")
-    hidden = torch.zeros(max_length, states.shape[-1], dtype=states.dtype)  # kept on CPU: no VRAM held
-    hidden[: states.shape[0]] = states.cpu()
-    mask = torch.zeros(max_length, dtype=torch.long)
-    mask[: states.shape[0]] = 1
-    return hidden, mask
+    return pad_or_cut(states.cpu(), max_length)   # kept on CPU: no VRAM held
 
 
-def encode_text(qwen_model, processor, connector: Qwen2Connector, instructions: str | Sequence[str], image,
-                max_length: int = DEFAULT_MAX_LENGTH, *, quote_split: bool = True,
-                drop: int | None = None) -> TextConditioning:
-    """Encode instructions (one per batch row), each paired with the same source image (or a list of images,
-    one per row). Cached per row; an identical call returns the identical TextConditioning."""
+def _encoded_rows(qwen_model, processor, instructions, image, max_length, quote_split, drop):
+    """(cache keys, [(hidden (L, D), mask (L,))]) for instructions (one per row), each with the same image or
+    one image per row; each row runs Qwen once and is cached."""
     instructions = [instructions] if isinstance(instructions, str) else list(instructions)
     images = list(image) if isinstance(image, (list, tuple)) else [image] * len(instructions)
     if len(images) != len(instructions):
@@ -133,10 +127,6 @@ def encode_text(qwen_model, processor, connector: Qwen2Connector, instructions: 
     hashes = {id(img): image_hash(img) for img in images}
     options = (max_length, quote_split, drop, model_key(qwen_model), processor_key(processor))
     keys = [(text, hashes[id(img)]) + options for text, img in zip(instructions, images)]
-    batch_key = (tuple(keys), id(connector))
-    cached = BATCH_CACHE.get(batch_key)
-    if cached is not None:
-        return cached
     rows = []
     for key, text, img in zip(keys, instructions, images):
         row = SAMPLE_CACHE.get(key)
@@ -144,6 +134,28 @@ def encode_text(qwen_model, processor, connector: Qwen2Connector, instructions: 
             row = _run_qwen(qwen_model, processor, text, img, max_length, quote_split, drop)
             SAMPLE_CACHE.put(key, row)
         rows.append(row)
+    return keys, rows
+
+
+def encode_hidden(qwen_model, processor, instructions: str | Sequence[str], image,
+                  max_length: int = DEFAULT_MAX_LENGTH, *, quote_split: bool = True,
+                  drop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept Qwen hidden states (B, max_length, D) and mask (B, max_length): chat template, prefix drop, pad/cut;
+    what the native model's conditioning carries (its connector runs inside the model)."""
+    _, rows = _encoded_rows(qwen_model, processor, instructions, image, max_length, quote_split, drop)
+    return torch.stack([h for h, _ in rows]), torch.stack([m for _, m in rows])
+
+
+def encode_text(qwen_model, processor, connector: Qwen2Connector, instructions: str | Sequence[str], image,
+                max_length: int = DEFAULT_MAX_LENGTH, *, quote_split: bool = True,
+                drop: int | None = None) -> TextConditioning:
+    """encode_hidden plus the connector's pooled vector, for the standalone sampler; an identical call returns the
+    identical TextConditioning."""
+    keys, rows = _encoded_rows(qwen_model, processor, instructions, image, max_length, quote_split, drop)
+    batch_key = (tuple(keys), id(connector))
+    cached = BATCH_CACHE.get(batch_key)
+    if cached is not None:
+        return cached
     hidden = torch.stack([h for h, _ in rows]).to(connector.device)
     mask = torch.stack([m for _, m in rows]).to(connector.device)
     with torch.no_grad():
@@ -151,12 +163,6 @@ def encode_text(qwen_model, processor, connector: Qwen2Connector, instructions: 
     result = TextConditioning(hidden=hidden, mask=mask, pooled=pooled, connector=connector)
     BATCH_CACHE.put(batch_key, result)
     return result
-
-
-def encode_guidance_pair(qwen_model, processor, connector: Qwen2Connector, instruction: str, image,
-                         negative: str = "", **kwargs) -> TextConditioning:
-    """The release's CFG batch: row 0 the instruction, row 1 the negative ("" in the release), same image."""
-    return encode_text(qwen_model, processor, connector, [instruction, negative], image, **kwargs)
 
 
 def free_text_encoder(qwen_model, offload_device: str | torch.device = "cpu") -> None:

@@ -189,3 +189,25 @@ def build_qwen_inputs(processor, instruction: str, image, *, quote_split: bool =
     return QwenPromptInputs(input_ids=input_ids, attention_mask=(input_ids > 0).long(),
                             pixel_values=inputs["pixel_values"], image_grid_thw=grid,
                             drop=prefix_drop(processor) if drop is None else drop)
+
+
+QWEN25_CHAT_HEAD = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def step1x_llama_template() -> str:
+    """Step1X-Edit's chat text with "{}" for the instruction and one image placeholder, as a ComfyUI Qwen
+    tokenizer takes it (tokenize_with_weights(text, llama_template=..., images=[...]))."""
+    escaped = STEP1X_PREFIX.replace("{", "{{").replace("}", "}}")
+    return (f"{QWEN25_CHAT_HEAD}{escaped}Picture 1: {IMAGE_PLACEHOLDER}{{}}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def pad_or_cut(states: torch.Tensor, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, D) kept states -> (max_length, D) zero padded or cut, and the (max_length,) long mask of real rows."""
+    states = states[:max_length]
+    hidden = torch.zeros(max_length, states.shape[-1], dtype=states.dtype, device=states.device)
+    hidden[: states.shape[0]] = states
+    mask = torch.zeros(max_length, dtype=torch.long, device=states.device)
+    mask[: states.shape[0]] = 1
+    return hidden, mask
