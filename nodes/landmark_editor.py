@@ -35,6 +35,7 @@ class FaceEditLandmarkEditor:
     OUTPUT_TOOLTIPS = ("The edited landmarks, on the crop's canvas: connect to Landmark Warp's target or LaTo tokens.",
                        "The edited points drawn over the crops.")
     FUNCTION = "edit"
+    OUTPUT_NODE = True  # runs on its own too, so one click loads the crop into the widget
     CATEGORY = CATEGORY
 
     def edit(self, crops, landmarks, start_from, edits, target_landmarks=None):

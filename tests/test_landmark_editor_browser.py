@@ -122,7 +122,17 @@ def _click(page, label: str):
     page.get_by_role("button", name=label).click()
 
 
+def _set_modes(page, drag: str, mirror: str):
+    """Click the editor's toggles (real clicks) until they read 'Drag: <drag>' and 'Mirror: <mirror>'."""
+    for prefix, wanted in (("Drag", drag), ("Mirror", mirror)):
+        button = page.get_by_role("button", name=f"{prefix}: ")
+        if button.inner_text() != f"{prefix}: {wanted}":
+            button.click()
+        assert button.inner_text() == f"{prefix}: {wanted}"
+
+
 def test_dragging_a_point_moves_exactly_that_point_in_the_next_run(page, comfy):
+    _set_modes(page, "point", "off")
     first = _run(page, comfy)
     start = _saved_points(comfy, first)
     shown = np.array(first["outputs"][EDITOR]["face_edit_editor"][0]["points"])
@@ -149,8 +159,7 @@ def test_dragging_a_point_moves_exactly_that_point_in_the_next_run(page, comfy):
 def test_group_drag_with_mirror_moves_the_other_eye_mirrored_and_undo_reset(page, comfy):
     before = _saved_points(comfy, _run(page, comfy))   # whatever edits the widget holds so far
     stored_before = page.evaluate(f"{EDITOR_JS}.store.value")
-    _click(page, "Drag: point")                         # -> group
-    _click(page, "Mirror: off")                         # -> on
+    _set_modes(page, "group", "on")
     moved = _drag(page, 37, before, 14, -10)            # the subject's right upper lid: the whole right eye
     after = _saved_points(comfy, _run(page, comfy))
     delta = after - before
@@ -170,3 +179,18 @@ def test_group_drag_with_mirror_moves_the_other_eye_mirrored_and_undo_reset(page
     detected = np.array(entry["outputs"][EDITOR]["face_edit_editor"][0]["points"])
     np.testing.assert_allclose(_saved_points(comfy, entry), detected, atol=TOL)  # back to the detection
     assert np.abs(detected[36:48] - after[36:48]).max() > 1  # the eye move is gone too
+
+
+def test_a_drag_maps_to_crop_pixels_at_another_zoom(page, comfy):
+    page.evaluate("() => { window.app.canvas.ds.scale = 0.7; window.app.canvas.setDirty(true, true); }")
+    try:
+        page.wait_for_function(f"Math.abs({EDITOR_JS}.layout().rect.width - {EDITOR_JS}.canvas.clientWidth * 0.7) < 2",
+                               timeout=10_000)
+        _set_modes(page, "point", "off")
+        before = _saved_points(comfy, _run(page, comfy))
+        moved = _drag(page, 8, before, -15, 25)  # the chin, down and to the picture's left
+        after = _saved_points(comfy, _run(page, comfy))
+        np.testing.assert_allclose(after[8] - before[8], moved, atol=TOL)
+        np.testing.assert_array_equal(np.delete(after, 8, axis=0), np.delete(before, 8, axis=0))
+    finally:
+        page.evaluate("() => { window.app.canvas.ds.scale = 1; window.app.canvas.setDirty(true, true); }")

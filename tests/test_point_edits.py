@@ -67,3 +67,43 @@ def test_node_refuses_target_start_without_targets_and_photo_landmarks(faces):
         node.edit(crops, faces, "target", "{}", target_landmarks=faces[:1])
     with pytest.raises(FaceEditError, match="crop_landmarks"):
         node.edit(torch.zeros(2, 256, 256, 3), faces, "detection", "{}")
+
+
+@pytest.mark.comfy
+def test_editor_starts_from_the_predictors_target_in_a_real_comfyui(comfy, astronaut_rgb):
+    from PIL import Image
+
+    Image.fromarray(astronaut_rgb).save(comfy.base / "input" / "point_edits_astronaut.png")
+    sliders = dict.fromkeys(["yaw", "pitch", "roll", "happy", "sad", "angry", "surprised", "fearful", "disgusted",
+                             "mouth_open", "blink", "brow_raise"], 0.0)
+    save = lambda name, source: {"class_type": "FaceEditSaveLandmarks",
+                                 "inputs": {"landmarks": [source, 0], "filename_prefix": f"point_edits/{name}"}}
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "point_edits_astronaut.png"}},
+        "2": {"class_type": "FaceEditDetectLandmarks", "inputs": {
+            "image": ["1", 0], "backend": "dlib_hog", "selection": "largest", "index": 0, "order": "score",
+            "min_score": 0.3, "upsample": 1, "detect_max_side": 1024}},
+        "3": {"class_type": "FaceEditCrop", "inputs": {"image": ["1", 0], "landmarks": ["2", 0], "size": 512,
+                                                        "scale": 2.0, "offset_x": 0.0, "offset_y": 0.0, "align_roll": False}},
+        "4": {"class_type": "FaceEditLandmarkPredictor", "inputs": {
+            "landmarks": ["3", 1], "instruction": "turn her head 20 degrees left", "mode": "parametric",
+            "keep_centre": False, **sliders}},
+        "5": {"class_type": "FaceEditLandmarkEditor", "inputs": {
+            "crops": ["3", 0], "landmarks": ["3", 1], "start_from": "target", "target_landmarks": ["4", 0],
+            "edits": edits_to_json({0: offsets_at(10, -6.5, 4.0)})}},
+        "6": save("target", "4"),
+        "7": save("edited", "5"),
+    }
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+
+    def points(node):
+        import json
+        saved = entry["outputs"][node]["landmarks_json"][0]
+        return np.array(json.loads(comfy.output_path(saved).read_text())["faces"][0]["points"])
+
+    target, edited = points("6"), points("7")
+    np.testing.assert_allclose(edited - target, offsets_at(10, -6.5, 4.0), atol=2e-3)
+    shown = entry["outputs"]["5"]["face_edit_editor"][0]
+    np.testing.assert_allclose(shown["points"], target, atol=2e-3)  # the widget starts from the target
+    assert comfy.output_path(shown["crop"]).is_file()

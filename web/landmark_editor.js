@@ -33,7 +33,7 @@ class LandmarkEditor {
     this.node = node;
     this.store = node.widgets.find((w) => w.name === STORE);
     this.store.hidden = true; // the JSON stays in the workflow, the canvas shows the picture instead
-    this.store.options = { ...this.store.options, hidden: true };
+    if (this.store.options) this.store.options.hidden = true;
     this.faces = [];     // [{crop, points, image_size, visibility, image}] from the last run
     this.current = 0;    // which face is shown
     this.mode = "point"; // or "group"; Shift inverts it while dragging
