@@ -161,3 +161,37 @@ def test_node_refuses_a_reference_face_that_is_not_there(astronaut_crop, hopper_
 
     with pytest.raises(FaceSelectionError, match="reference has 1 face"):
         FaceEditExpressionTransfer().transfer([astronaut_crop], [hopper_face], 1, 1.0, True, True, True, True)
+
+
+@pytest.mark.comfy
+def test_node_in_a_real_comfyui_gives_the_cores_result(comfy, astronaut_rgb, hopper_rgb, astronaut_crop, hopper_face):
+    import json
+
+    from PIL import Image
+
+    Image.fromarray(astronaut_rgb).save(comfy.base / "input" / "retarget_a.png")
+    Image.fromarray(hopper_rgb).save(comfy.base / "input" / "retarget_b.png")
+    detect = lambda image: {"class_type": "FaceEditDetectLandmarks", "inputs": {
+        "image": [image, 0], "backend": "dlib_hog", "selection": "largest", "index": 0, "order": "score",
+        "min_score": 0.3, "upsample": 1, "detect_max_side": 1024}}
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "retarget_a.png"}},
+        "2": detect("1"),
+        "3": {"class_type": "FaceEditCrop", "inputs": {"image": ["1", 0], "landmarks": ["2", 0], "size": 512,
+                                                        "scale": 2.0, "offset_x": 0.0, "offset_y": 0.0, "align_roll": False}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "retarget_b.png"}},
+        "5": detect("4"),
+        "6": {"class_type": "FaceEditExpressionTransfer", "inputs": {
+            "landmarks": ["3", 1], "reference_landmarks": ["5", 0], "reference_face": 0, "strength": 1.0,
+            "eyes": True, "brows": True, "mouth": True, "pose": False, "crops": ["3", 0]}},
+        "7": {"class_type": "FaceEditSaveLandmarks", "inputs": {"landmarks": ["6", 0], "filename_prefix": "retarget/t"}},
+    }
+    entry = comfy.run(graph)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    saved = entry["outputs"]["7"]["landmarks_json"][0]
+    points = np.array(json.loads(comfy.output_path(saved).read_text())["faces"][0]["points"])
+    expected, _ = retarget_expression(astronaut_crop, hopper_face, parts=RetargetParts(pose=False))
+    np.testing.assert_allclose(points, expected.points, atol=0.01)
+    report = json.loads(entry["outputs"]["6"]["text"][0])
+    assert report[0]["parts"] == {"eyes": True, "brows": True, "mouth": True, "pose": False}
+    assert entry["outputs"]["6"]["images"]  # the preview is shown on the node
