@@ -131,6 +131,16 @@ def _set_modes(page, drag: str, mirror: str):
         assert button.inner_text() == f"{prefix}: {wanted}"
 
 
+def test_workflow_keeps_the_edits_as_the_nodes_one_hidden_widget(page):
+    """What a saved workflow and a queued prompt hold for the editor: start_from and the edits JSON only."""
+    values = page.evaluate(f"window.app.graph.getNodeById({EDITOR}).serialize().widgets_values")
+    assert values == ["detection", GRAPH[EDITOR]["inputs"]["edits"]]
+    posted = page.evaluate(f"async () => (await window.app.graphToPrompt()).output['{EDITOR}'].inputs")
+    assert posted == GRAPH[EDITOR]["inputs"]
+    hidden = page.evaluate(f"window.app.graph.getNodeById({EDITOR}).widgets.find(w => w.name === 'edits').hidden")
+    assert hidden is True
+
+
 def test_dragging_a_point_moves_exactly_that_point_in_the_next_run(page, comfy):
     _set_modes(page, "point", "off")
     first = _run(page, comfy)
