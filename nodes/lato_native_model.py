@@ -231,7 +231,8 @@ def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: 
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
     params = sum(v.numel() for v in state.values())
     supported = LaToModelConfig.supported_inference_dtypes
-    storage = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype(model_params=params, supported_dtypes=supported)
+    storage = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype(model_params=params, supported_dtypes=supported,
+                                                           weight_dtype=comfy.utils.weight_dtype(state))
     manual_cast = mm.unet_manual_cast(storage, load_device, supported)
     config = LaToModelConfig({"dit": asdict(dit_config), "connector": asdict(connector_config)})
     config.set_inference_dtype(storage, manual_cast)

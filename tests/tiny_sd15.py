@@ -202,3 +202,22 @@ def tiny_adapter(seed: int = 0, placement: str = "unet", refnet: bool = True, cl
             for conv in [*net.down_zero_convs, net.mid_zero_conv]:
                 conv.weight.normal_(0, residual_scale)
     return adapter
+
+
+def pack_node_module(name: str):
+    """nodes/<name>.py of this pack inside a ComfyUI process, imported as the pack's own package (ComfyUI's
+    top-level `nodes` module shadows the pack's `nodes` folder there)."""
+    import importlib
+    import importlib.util
+
+    from scripts.comfy_server import PACK_DIR
+
+    import_comfy()
+    package = "face_edit_pack"
+    if package not in sys.modules:
+        spec = importlib.util.spec_from_file_location(package, PACK_DIR / "__init__.py",
+                                                      submodule_search_locations=[str(PACK_DIR)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{package}.nodes.{name}")
