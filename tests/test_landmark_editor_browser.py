@@ -51,6 +51,8 @@ def page(comfy, astronaut_rgb):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.errors = []  # uncaught errors of the page, e.g. from the extension
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(comfy.url) else route.abort())
         page.goto(comfy.url, wait_until="networkidle")
         page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
@@ -139,6 +141,7 @@ def test_workflow_keeps_the_edits_as_the_nodes_one_hidden_widget(page):
     assert posted == GRAPH[EDITOR]["inputs"]
     hidden = page.evaluate(f"window.app.graph.getNodeById({EDITOR}).widgets.find(w => w.name === 'edits').hidden")
     assert hidden is True
+    assert not page.errors
 
 
 def test_dragging_a_point_moves_exactly_that_point_in_the_next_run(page, comfy):
@@ -204,3 +207,4 @@ def test_a_drag_maps_to_crop_pixels_at_another_zoom(page, comfy):
         np.testing.assert_array_equal(np.delete(after, 8, axis=0), np.delete(before, 8, axis=0))
     finally:
         page.evaluate("() => { window.app.canvas.ds.scale = 1; window.app.canvas.setDirty(true, true); }")
+    assert not page.errors
