@@ -1,13 +1,13 @@
 """Expression and head pose of a reference face (B) retargeted onto a source face (A): the cross-identity case.
 
-Both faces are fitted with the 3D face (geometry.fit_face) and lifted into the canonical frame, where size
-(inter-ocular distance = 1) and head pose are removed. A's lifted shape is then deformed, part by part, by
-what B's expression does, never replaced by B's points:
+Both faces are fitted with the 3D face (geometry.fit_face, the pose from points no expression moves) and
+lifted into the canonical frame, where size (inter-ocular distance = 1) and head pose are removed. A's lifted
+shape is then deformed, part by part, by what B's expression does, never replaced by B's points:
 
 - eyes: each eye's opening as a ratio (lid gap / eye width) of B is given to A's eye of the same side;
   A's lids move, A's eye corners stay.
 - mouth: the inner lip gap (in IOD) of B is given to A by a jaw drop on A's own lips and chin; the lip
-  shape (smile, frown, pucker...) is projected on the model's named expression offsets, restricted to
+  shape (smile, frown, sneer...) is projected on the model's named expression offsets, restricted to
   the lips and centred, and the difference B - A of those coefficients is added to A's lips.
 - brows: the same projection on brow raise / lower-knit / inner-raise patterns, relative to each face's
   identity baseline (model mean plus its fitted shape coefficients).
@@ -27,7 +27,6 @@ from ..face.landmarks import FaceLandmarks
 from .face_model import FaceModel3D, load_face_model
 from .geometry import LIMITS, FaceFit, contour_sliding, facing_viewer, fit_face, project, rotation_matrix
 
-PARTS = ("eyes", "brows", "mouth", "pose")
 BROWS = np.arange(17, 27)
 LIPS = np.arange(48, 68)
 EYES = {"right": (36, 39, ((37, 41), (38, 40))), "left": (42, 45, ((43, 47), (44, 46)))}  # corners, lid pairs
