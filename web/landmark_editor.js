@@ -66,7 +66,7 @@ class LandmarkEditor {
       this.mirrorButton.textContent = `Mirror: ${this.mirror ? "on" : "off"}`;
     });
     button("Undo", "Undo the last move", () => this.undo());
-    button("Reset", "Back to the start points (undoable)", () => this.reset());
+    button("Reset", "This face back to its start points (undoable)", () => this.reset());
     button("<", "Previous face", () => this.show(this.current - 1));
     button(">", "Next face", () => this.show(this.current + 1));
     this.label = document.createElement("span");
@@ -114,8 +114,8 @@ class LandmarkEditor {
     this.draw();
   }
 
-  remember() {
-    this.history.push(this.store.value);
+  remember(value = this.store.value) {
+    this.history.push(value);
     if (this.history.length > MAX_UNDO) this.history.shift();
   }
 
@@ -125,7 +125,7 @@ class LandmarkEditor {
 
   reset() {
     this.remember();
-    this.setStore(JSON.stringify({ version: 1, faces: {} }));
+    this.write(this.current, null); // the shown face only; other faces keep their moves
   }
 
   // ---- faces from the run
@@ -222,7 +222,7 @@ class LandmarkEditor {
     const d = this.drag;
     this.drag = null;
     if (d.live !== d.start) {
-      this.history.push(d.before);
+      this.remember(d.before);
       this.write(this.current, d.live);
     }
     this.draw();
