@@ -80,6 +80,8 @@ def predict_with_fallback(vlm: VlmPredictor | None, image, instruction: str, sou
                 return face, {"used": "vlm", "reason": "the VLM answer passed all checks", "raw": raw, "notes": notes}
             except VlmOutputError as e:
                 reason = str(e)
+            except Exception as e:  # noqa: BLE001 - a parser bug must not cost the user the edit: fall back
+                reason = f"VLM landmark answer rejected (parser_error): {type(e).__name__}: {str(e)[:200]}"
     return fallback(), {"used": "parametric", "reason": reason, "raw": raw, "notes": []}
 
 

@@ -21,17 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LandmarkFormatError
+from ..face.json_limits import TooDeep, top_level_spans
 from ..face.landmarks import NUM_POINTS, FaceLandmarks
+from .vlm_checks import VlmOutputError, check_against_source  # noqa: F401 (VlmOutputError re-exported)
 from .vlm_prompt import group_layout
 
-
-class VlmOutputError(LandmarkFormatError):
-    """The reply cannot be used. `reason` is a short code (e.g. 'group_count'), the message says why."""
-
-    def __init__(self, reason: str, detail: str):
-        self.reason = reason
-        super().__init__(f"VLM landmark answer rejected ({reason}): {detail}")
+MAX_REPLY_CHARS = 200_000  # a reply of 8192 tokens is ~40k characters
+MAX_JSON_DEPTH = 8         # the answer needs 3 levels: {"GROUP": [[x, y], ...]}
 
 
 @dataclass(frozen=True)
@@ -47,6 +43,15 @@ class SanityLimits:
     out_of_range_share: float = 0.5    # beyond the canvas by more than this share of it: wrong scale
     smooth_strength: float = 0.5       # blend toward the 3-tap [1/4, 1/2, 1/4] filter
     max_smooth_px: float = 1.5         # cap on how far smoothing moves a point (canvas pixels)
+    min_jaw_bulge: float = 0.15        # the jaw reaches below its ear-to-ear chord by >= this share of the source's
+    min_part_width: float = 0.25       # eye / lip corner distance >= this share of the source's
+    lid_overlap: float = 0.15          # an upper point may sink below its lower partner by this share of the width
+    open_area: float = 0.1             # outline area / width^2 above which an eye or mouth counts as open
+    flip_area: float = 0.03            # a nearly closed outline wound the other way round by more than this
+    eye_convexity: float = 0.45        # an open eye's area >= this share of its convex hull
+    chain_backstep: float = 0.4        # eye / lip points may step back along the corner axis by this share of width
+    eye_chain_backstep: float = 0.25   # the same for the eyes (6 points, a simpler shape)
+    max_angle_backstep: float = 25.0   # degrees an open outline may turn back around its centre
 
 
 DEFAULT_LIMITS = SanityLimits()
@@ -64,6 +69,11 @@ def parse_vlm_landmarks(text: str, source: FaceLandmarks, canvas: int = 512,
     """Reply -> (landmarks in the source's image space, notes). The reply is on a canvas x canvas copy of
     the source image (stretched if it was not that size); checks run on that canvas."""
     notes: list[str] = []
+    if not isinstance(text, str) and text is not None:
+        raise VlmOutputError("bad_structure", f"the reply is a {type(text).__name__}, not text.")
+    if len(text or "") > MAX_REPLY_CHARS:
+        raise VlmOutputError("too_long", f"the reply is {len(text):,} characters; at most {MAX_REPLY_CHARS:,} are read "
+                             "(lower max_new_tokens, or the model is looping).")
     data = _parse_json(_locate_json(str(text or ""), notes), notes)
     pts = _points_from_structure(data)
     bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
@@ -113,24 +123,48 @@ def _parse_json(region: str, notes: list[str]):
     raise VlmOutputError("malformed_json", f"the JSON does not parse ({first_error}); was the reply cut off?")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise _DuplicateKey(repeated[0])
+    return dict(pairs)
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates), None
+    except _DuplicateKey as e:
+        raise VlmOutputError("duplicate_key", f"the key '{str(e)[:40]}' appears twice; each group must be given "
+                             "once.") from None
+    except json.JSONDecodeError as e:
+        return None, f"{e.msg} at line {e.lineno}, column {e.colno}"
+    except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+        return None, f"unreadable number or nesting ({type(e).__name__})"
+
+
 def _last_json_value(text: str):
     """(value, None) for the whole text, else for its last top-level object (or list, when the text has no
-    object); (None, error) when nothing parses or the last object is broken (e.g. cut off)."""
+    object); (None, error) when nothing parses or the last one is broken (e.g. cut off). One linear scan
+    finds the top-level spans, so the cost is linear in the reply and the nesting depth is bounded."""
     try:
-        return json.loads(text), None
-    except json.JSONDecodeError as e:
-        error = f"{e.msg} at line {e.lineno}, column {e.colno}"
-    opener = "{" if "{" in text else "["
-    decoder, found, broken, i = json.JSONDecoder(), None, None, text.find(opener)
-    while i >= 0:
-        try:
-            found, end = decoder.raw_decode(text, i)
-            broken, i = None, text.find(opener, end)
-        except json.JSONDecodeError as e:
-            broken, i = f"{e.msg} at character {e.pos}", text.find(opener, i + 1)
-    if broken or found is None:
-        return None, broken or error
-    return found, None
+        spans, unclosed = top_level_spans(text, MAX_JSON_DEPTH)
+    except TooDeep as e:
+        raise VlmOutputError("too_deep", f"brackets nest deeper than {e.limit} levels (at character {e.position}); "
+                             "the answer needs 3: {\"GROUP\": [[x, y], ...]}.") from None
+    stripped = text.strip()
+    if (len(spans) == 1 and unclosed is None and text[spans[0][0]:spans[0][1]] == stripped) or not (spans or unclosed):
+        return _loads(stripped)
+    objects = [sp for sp in spans if sp[2] == "{"]
+    candidates = objects or [sp for sp in spans if sp[2] == "["]
+    if unclosed is not None and (text[unclosed] == "{" or not objects) and (not candidates or unclosed > candidates[-1][0]):
+        return None, f"an unclosed '{text[unclosed]}' at character {unclosed} (cut off?)"
+    start, end, _ = candidates[-1]
+    return _loads(text[start:end])
 
 
 def _group_of(key: str) -> str | None:
@@ -194,58 +228,6 @@ def _clamp(pts: np.ndarray, canvas: int, limits: SanityLimits, notes: list[str])
     if moved.any():
         notes.append(f"points {np.flatnonzero(moved).tolist()} outside 0..{canvas - 1} clamped and marked hidden")
     return clamped, moved
-
-
-def _frame(pts: np.ndarray):
-    """Eye centres, inter-ocular distance, unit eye axis u (right eye -> left eye) and its downward normal v."""
-    right, left = pts[36:42].mean(axis=0), pts[42:48].mean(axis=0)
-    iod = float(np.linalg.norm(left - right))
-    u = (left - right) / max(iod, 1e-9)
-    return right, left, iod, u, np.array([-u[1], u[0]])
-
-
-def check_against_source(pts: np.ndarray, src: np.ndarray, limits: SanityLimits = DEFAULT_LIMITS) -> None:
-    """Rigid distances, orientation and shape checks of canvas points against the source's canvas points."""
-    right_s, left_s, iod_s, u_s, v_s = _frame(src)
-    right, left, iod, u, _ = _frame(pts)
-    for name, got, ref, (lo, hi), code in (
-            ("inter-ocular distance", iod, iod_s, limits.iod_ratio, "scale_iod"),
-            ("nose length (iBUG 27-33)", np.linalg.norm(pts[33] - pts[27]), np.linalg.norm(src[33] - src[27]),
-             limits.nose_ratio, "scale_nose")):
-        if ref >= 2.0 and not lo <= got / ref <= hi:
-            raise VlmOutputError(code, f"{name} is {got / ref:.2f}x the source's ({got:.1f} vs {ref:.1f} px); "
-                                 f"allowed {lo}..{hi}x.")
-    if (left - right) @ u_s < -0.1 * iod_s:
-        raise VlmOutputError("eyes_swapped", "the right and left eyes are swapped (mirrored face or point order).")
-    eye_mid, eye_mid_s = (left + right) / 2, (left_s + right_s) / 2
-    gap_s = (src[48:68].mean(axis=0) - eye_mid_s) @ v_s
-    gap = (pts[48:68].mean(axis=0) - eye_mid) @ v_s
-    if gap < limits.min_eye_mouth * gap_s:
-        raise VlmOutputError("eyes_below_mouth", f"the mouth is not below the eyes (eye-to-mouth drop {gap:.1f} px, "
-                             f"source {gap_s:.1f} px).")
-    _check_jaw(pts[0:17], u, limits.jaw_backstep_iod * iod_s)
-    shift = float(np.linalg.norm(pts.mean(axis=0) - src.mean(axis=0)))
-    if shift > limits.max_centroid_shift_iod * iod_s:
-        raise VlmOutputError("displaced", f"the face moved {shift:.0f} px ({shift / iod_s:.1f} inter-ocular distances) "
-                             f"from the source; allowed {limits.max_centroid_shift_iod}.")
-
-
-def _check_jaw(jaw: np.ndarray, axis: np.ndarray, backstep: float) -> None:
-    steps = np.diff(jaw @ axis)
-    back = np.flatnonzero(steps < -backstep)
-    if back.size:
-        k = int(back[0])
-        raise VlmOutputError("folded_jaw", f"the jaw line runs backwards between points {k} and {k + 1} "
-                             f"({-steps[k]:.1f} px against the ear-to-ear direction).")
-    for a in range(len(jaw) - 1):
-        for b in range(a + 2, len(jaw) - 1):
-            if _segments_cross(jaw[a], jaw[a + 1], jaw[b], jaw[b + 1]):
-                raise VlmOutputError("folded_jaw", f"the jaw line crosses itself ({a}-{a + 1} and {b}-{b + 1}).")
-
-
-def _segments_cross(p1, p2, q1, q2) -> bool:
-    side = lambda a, b, c: np.sign((b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]))  # noqa: E731
-    return side(p1, p2, q1) * side(p1, p2, q2) < 0 and side(q1, q2, p1) * side(q1, q2, p2) < 0
 
 
 def smooth_contours(pts: np.ndarray, limits: SanityLimits = DEFAULT_LIMITS, notes: list | None = None) -> np.ndarray:
