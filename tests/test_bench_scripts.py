@@ -27,3 +27,19 @@ def test_bench_lato_quick_runs_and_its_analytic_ratios_are_consistent():
     differences = [float(d) for d in re.findall(r"max relative difference ([\d.e+-]+)", out)]
     assert len(differences) == 2 and max(differences) < 1e-9   # formulas == torch's FLOP counter
     assert re.search(r"^\s*fp8\s+[\d.]+\s+0\.5\d\s", out, re.MULTILINE)   # fp8 weights about half of bf16
+
+
+def test_bench_lato_native_prints_memory_per_budget_and_both_step_times():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_lato_native.py"), "--steps", "1",
+                             "--repeats", "1", "--crop", "128"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    bf16 = re.search(r"^\s*bf16\s+([\d.]+)\s", out, re.MULTILINE)
+    fp8 = re.search(r"^\s*fp8\s+([\d.]+)\s", out, re.MULTILINE)
+    assert bf16 and fp8 and 22 < float(bf16.group(1)) < 25 and abs(float(fp8.group(1)) / float(bf16.group(1)) - 0.5) < 0.01
+    bf16_row = next(line for line in out.splitlines() if line.strip().startswith("bf16"))
+    assert bf16_row.count("(partial)") == 4   # 23 GB of bf16 weights never load whole under 24 GB with inference
+    fp8_row = next(line for line in out.splitlines() if line.strip().startswith("fp8"))
+    assert fp8_row.count("(partial)") == 2    # fp8 loads whole from 16 GB on
+    assert re.search(r"native \(core CFGGuider \+ euler\)\s+[\d.]+ ms/step", out)
+    assert re.search(r"standalone engine\s+[\d.]+ ms/step\s+ratio to engine\s+1\.00", out)
