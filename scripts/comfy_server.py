@@ -43,7 +43,7 @@ def free_port() -> int:
 
 class ComfyServer:
     def __init__(self, base_dir: str | os.PathLike | None = None, port: int | None = None,
-                 models_dir: str | os.PathLike | None = None):
+                 models_dir: str | os.PathLike | None = None, extra_args: tuple[str, ...] = ()):
         self._own_base = base_dir is None
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="comfy-face-edit-"))
         self.port = port or free_port()
@@ -52,6 +52,7 @@ class ComfyServer:
         self.last_node_errors: dict = {}  # nodes whose outputs ComfyUI dropped from the last accepted prompt
         self.log_path = self.base / "server.log"
         self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self.extra_args = tuple(extra_args)   # e.g. ("--preview-method", "latent2rgb")
 
     # lifecycle
     def start(self, timeout: float = 180.0) -> "ComfyServer":
@@ -69,7 +70,7 @@ class ComfyServer:
             settings.write_text(json.dumps({"Comfy.TutorialCompleted": True}))
         cmd = [sys.executable, str(comfyui_root() / "main.py"), "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--base-directory", str(self.base),
-               "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
+               "--database-url", "sqlite:///:memory:", "--disable-api-nodes", *self.extra_args]
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(self.base),
                                         start_new_session=True)
@@ -131,8 +132,10 @@ class ComfyServer:
         shutil.copyfile(source, self.base / "input" / name)
         return name
 
+    CLIENT_ID = "face-edit-tests"
+
     def queue(self, api_prompt: dict) -> str:
-        status, body = self.post("/prompt", {"prompt": api_prompt, "client_id": "face-edit-tests"})
+        status, body = self.post("/prompt", {"prompt": api_prompt, "client_id": self.CLIENT_ID})
         if status != 200:
             raise PromptRejected(status, body)
         self.last_node_errors = body.get("node_errors") or {}
@@ -151,6 +154,36 @@ class ComfyServer:
 
     def run(self, api_prompt: dict, timeout: float = 600.0) -> dict:
         return self.wait(self.queue(api_prompt), timeout)
+
+    def run_watching(self, api_prompt: dict, timeout: float = 600.0) -> tuple[dict, list[dict], int]:
+        """Run while listening on the websocket as the frontend does: (history entry, JSON messages, number of
+        binary preview frames the sampler sent)."""
+        import asyncio
+
+        import aiohttp
+
+        async def watch():
+            messages, previews = [], 0
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(f"{self.url}/ws?clientId={self.CLIENT_ID}") as ws:
+                    prompt_id = await asyncio.to_thread(self.queue, api_prompt)
+                    deadline = time.time() + timeout
+                    while time.time() < deadline:
+                        message = await ws.receive(timeout=max(1.0, deadline - time.time()))
+                        if message.type == aiohttp.WSMsgType.BINARY:
+                            previews += 1
+                        elif message.type == aiohttp.WSMsgType.TEXT:
+                            data = json.loads(message.data)
+                            messages.append(data)
+                            if data.get("type") in ("execution_success", "execution_error") and \
+                                    data.get("data", {}).get("prompt_id") == prompt_id:
+                                break
+                        else:
+                            break
+            return prompt_id, messages, previews
+
+        prompt_id, messages, previews = asyncio.run(watch())
+        return self.wait(prompt_id, timeout), messages, previews
 
     def output_path(self, entry: dict) -> Path:
         folder = {"output": "output", "temp": "temp", "input": "input"}[entry.get("type", "output")]

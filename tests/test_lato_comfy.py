@@ -23,7 +23,7 @@ def server(tmp_path_factory):
     write_lato_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
     from tests.tiny_vlm import build_tiny_vlm
     build_tiny_vlm(base / "models" / "lato" / "Landmark_Predictor")   # a VLM folder beside the tokenizer
-    with ComfyServer(base) as comfy:
+    with ComfyServer(base, extra_args=("--preview-method", "latent2rgb")) as comfy:
         comfy.add_input_file(PACK_DIR / "assets" / "portrait.jpg", SAMPLE_IMAGE)
         yield comfy, files
 
@@ -52,9 +52,13 @@ def test_lato_workflow_runs_on_cpu_and_returns_the_photo_size(server):
     for node in ("LaToModelLoader", "LaToTokenizerLoader", "LaToTextEncoderLoader", "LaToLandmarkTokens",
                  "LaToTextEncode", "LaToEditConditioning", "LaToLandmarkAwareGuider", "LaToReleaseSchedule"):
         assert node in info, comfy.log()[-3000:]
-    workflow, prompt = _tiny_prompt(info)
-    entry = comfy.run(prompt, timeout=900)
+    workflow, prompt = _tiny_prompt(info, steps=3)
+    entry, messages, previews = comfy.run_watching(prompt, timeout=900)
     assert entry["status"]["status_str"] == "success", execution_error(entry)
+    sampler = next(k for k, v in prompt.items() if v["class_type"] == "KSampler")
+    progress = [m["data"]["value"] for m in messages if m["type"] == "progress" and m["data"]["node"] == sampler]
+    assert progress[-3:] == [1, 2, 3]   # core KSampler's progress bar ...
+    assert previews >= 3                # ... and a latent preview per step (FLUX latent2rgb)
     titles = {str(n["id"]): n.get("title", n["type"]) for n in workflow["nodes"]}
     outputs = {titles[k]: v for k, v in entry["outputs"].items()}
     photo = Image.open(PACK_DIR / "assets" / "portrait.jpg")
