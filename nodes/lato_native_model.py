@@ -58,8 +58,11 @@ class LandmarkCond:
                       release_height_only_scaling=self.release_height_only_scaling)
         return LandmarkCond(**{**fields, **changes})
 
-    def without_landmarks(self) -> "LandmarkCond":
-        """The same positions, every point invisible: the DiT treats it exactly as no landmark tokens."""
+    def without_landmarks(self, null_tokens: torch.Tensor | None = None) -> "LandmarkCond":
+        """The unconditional geometry: learned null tokens at the same positions when the model has them, else
+        every point invisible, which the DiT treats exactly as no landmark tokens."""
+        if null_tokens is not None:
+            return self.like(tokens=null_tokens.to(self.tokens).expand(self.tokens.shape).contiguous())
         return self.like(visible=torch.zeros_like(self.visible))
 
     def dit_kwargs(self, batch: int, device, dtype) -> dict:
@@ -100,11 +103,15 @@ class LaToDiffusionModel(Step1XEditDiT):
     """The DiT (its keys stay the BFL ones under diffusion_model., as core's LoRA key map expects) plus the
     connector; forward(x, t, context, ...) -> velocity (B, 16, h, w)."""
 
-    def __init__(self, dit: dict, connector: dict, dtype=None, device=None, operations=None, **_):
+    def __init__(self, dit: dict, connector: dict, null_tokens_shape=None, dtype=None, device=None,
+                 operations=None, **_):
         operations = operations or comfy.ops.disable_weight_init
         with torch.device("meta"):   # weights arrive by assignment in load_model_weights: no second copy
             super().__init__(DiTConfig(**{**dit, "axes_dim": tuple(dit["axes_dim"])}), operations)
             self.connector = Qwen2Connector(ConnectorConfig(**connector), operations)
+            # learned unconditional landmark tokens (the paper's landmark-aware CFG), when the checkpoint has them
+            self.landmark_null_tokens = None if null_tokens_shape is None else \
+                torch.nn.Parameter(torch.empty(null_tokens_shape), requires_grad=False)
 
     def forward(self, x, timestep, context, attention_mask=None, ref_latents=None, lato_landmarks=None,
                 transformer_options={}, control=None, **kwargs):
@@ -218,7 +225,6 @@ def _state(path: str, adapter_path: str | None) -> tuple[dict, DiTConfig, Connec
         raise ModelFileError(f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) "
                              "in models/lato/ and choose it as the landmark adapter.")
     validate_keys(path, {k: tuple(v.shape) for k, v in raw.items()}, dit_config)
-    raw.pop(NULL_TOKENS_KEY, None)   # learned null landmark tokens: not used by the native guider yet
     return raw, dit_config, connector_config, notes
 
 
@@ -234,7 +240,11 @@ def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: 
     storage = WEIGHT_DTYPES[weight_dtype] or mm.unet_dtype(model_params=params, supported_dtypes=supported,
                                                            weight_dtype=comfy.utils.weight_dtype(state))
     manual_cast = mm.unet_manual_cast(storage, load_device, supported)
-    config = LaToModelConfig({"dit": asdict(dit_config), "connector": asdict(connector_config)})
+    null_shape = list(state[NULL_TOKENS_KEY].shape) if NULL_TOKENS_KEY in state else None
+    if null_shape is not None:
+        notes.append("learned null landmark tokens for the landmark-aware guider")
+    config = LaToModelConfig({"dit": asdict(dit_config), "connector": asdict(connector_config),
+                              "null_tokens_shape": null_shape})
     config.set_inference_dtype(storage, manual_cast)
     model = LaToModel(config, device=offload_device)
     model.load_model_weights(state, "")
@@ -249,7 +259,9 @@ class LandmarkAwareGuider(comfy.samplers.CFGGuider):
     def __init__(self, model_patcher, positive, negative, text_scale: float, geometry_scale: float):
         super().__init__(model_patcher)
         self.text_scale, self.geometry_scale = float(text_scale), float(geometry_scale)
-        null = [[cond, {**options, LANDMARK_KEY: options[LANDMARK_KEY].without_landmarks()}
+        learned = getattr(model_patcher.model.diffusion_model, "landmark_null_tokens", None)
+        learned = None if learned is None else learned.detach().cpu()
+        null = [[cond, {**options, LANDMARK_KEY: options[LANDMARK_KEY].without_landmarks(learned)}
                  if LANDMARK_KEY in options else options] for cond, options in negative]
         self.inner_set_conds({"positive": positive, "negative": negative, "null": null})
 

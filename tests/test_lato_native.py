@@ -193,3 +193,26 @@ def test_landmark_aware_guider_runs_its_three_branches_in_one_forward(comfy, nat
     assert (u - uu).abs().max() > 1e-3   # the landmarks matter: the third branch is not the second
     release = one_step(native.LandmarkAwareGuider(patcher, pos, neg, 4.0, 1.0))
     torch.testing.assert_close(release, u + 4.0 * (c - u), rtol=0, atol=1e-4)
+
+
+def test_learned_null_tokens_are_the_guiders_unconditional_geometry(native, tmp_path):
+    from safetensors.torch import load_file
+
+    from tests import tiny_lato
+    path = tiny_lato.write_dit(tmp_path / "lato_null.safetensors", null_tokens=True)
+    patcher = native.load_lato_patcher(str(path))
+    learned = patcher.model.diffusion_model.landmark_null_tokens
+    torch.testing.assert_close(learned.float(), load_file(str(path))["landmark_null_tokens"], rtol=0, atol=0)
+    tokens = torch.randn(1, 68, tiny_lato.DIT.landmark_dim)
+    landmarks = native.LandmarkCond(tokens, torch.rand(1, 68, 2) * 64, torch.ones(1, 68), (64, 64))
+    neg = [[torch.zeros(1, 8, tiny_lato.CONNECTOR.in_dim), {native.LANDMARK_KEY: landmarks}]]
+    guider = native.LandmarkAwareGuider(patcher, neg, neg, 3.0, 2.0)
+    null = guider.original_conds["null"][0][native.LANDMARK_KEY]
+    assert torch.equal(null.tokens, learned.float().expand(1, 68, -1)) and null.visible.all()
+    plain = native.LandmarkAwareGuider(native.load_lato_patcher(str(files_without_null(tmp_path))), neg, neg, 3.0, 2.0)
+    assert not plain.original_conds["null"][0][native.LANDMARK_KEY].visible.any()   # no learned tokens: left out
+
+
+def files_without_null(tmp_path):
+    from tests import tiny_lato
+    return tiny_lato.write_dit(tmp_path / "lato_plain.safetensors")
