@@ -1,12 +1,10 @@
 """FLUX autoencoder for LaTo: pixels (B, H, W, 3) in 0..1 <-> normalised latents (B, 16, H/8, W/8).
 
 The sampler works on normalised latents z_n = (z - shift) * scale (scale 0.3611, shift 0.1159), z being the
-posterior mean (default) or a posterior sample. Two back-ends give the same interface:
-- FluxVAE: diffusers AutoencoderKL loaded from a BFL-key vae.safetensors (encoder.*, decoder.*), keys converted
-  by diffusers' own convert_ldm_vae_checkpoint and checked strictly (errors name the file and the keys).
-- ComfyVAELatents: any object shaped like ComfyUI's VAE (encode(pixels BHWC 0..1) -> latent, decode(latent) ->
-  pixels BHWC 0..1). ComfyUI's VAE.encode returns the RAW latent (posterior mode) and VAE.decode expects one;
-  ComfyUI applies FLUX's scale/shift in the model's latent_format, not in the VAE, so the adapter applies them.
+posterior mean (default) or a posterior sample. FluxVAE is diffusers' AutoencoderKL loaded from a BFL-key
+vae.safetensors (encoder.*, decoder.*), keys converted by diffusers' own convert_ldm_vae_checkpoint and checked
+strictly (errors name the file and the keys); it serves the standalone engine. Inside ComfyUI, core's VAELoader
+loads the same file and the native model's FLUX latent format applies the scale and shift.
 """
 from __future__ import annotations
 
@@ -81,37 +79,6 @@ class FluxVAE:
         z = raw_latent(latent, self.scale, self.shift)
         image = self.autoencoder.decode(z.to(device=self.device, dtype=self.dtype)).sample
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
-
-
-class ComfyVAELatents:
-    """Adapter over a ComfyUI-shaped VAE (duck-typed). Applies (z - shift) * scale after encode and the inverse
-    before decode, because ComfyUI's VAE works on raw latents. latent_is_normalised=True skips that for an
-    object that already returns normalised latents. ComfyUI encodes with the posterior mode (= mean)."""
-
-    def __init__(self, vae, scale: float = FLUX_VAE_SCALE, shift: float = FLUX_VAE_SHIFT,
-                 latent_is_normalised: bool = False):
-        self.vae, self.scale, self.shift = vae, scale, shift
-        self.latent_is_normalised = latent_is_normalised
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        z = self.vae.encode(pixels[..., :3]).float()
-        return z if self.latent_is_normalised else normalise_latent(z, self.scale, self.shift)
-
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        z = latent.float() if self.latent_is_normalised else raw_latent(latent, self.scale, self.shift)
-        return self.vae.decode(z).float()
-
-
-def as_latent_codec(vae) -> FluxVAE | ComfyVAELatents:
-    """FluxVAE / AutoencoderKL / anything with encode and decode -> an object with the normalised-latent API."""
-    if isinstance(vae, (FluxVAE, ComfyVAELatents)):
-        return vae
-    from diffusers import AutoencoderKL
-    if isinstance(vae, AutoencoderKL):
-        return FluxVAE(vae)
-    if callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None)):
-        return ComfyVAELatents(vae)
-    raise TypeError(f"{type(vae).__name__} is not a VAE: it needs encode(pixels) and decode(latent)")
 
 
 def load_flux_vae(path: str | os.PathLike, *, config: dict | None = None, device: torch.device | str = "cpu",

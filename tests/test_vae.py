@@ -9,8 +9,7 @@ import torch
 from lato_core.errors import ModelFileError
 from safetensors.torch import save_file
 
-from lato_core.vae import (FLUX_AUTOENCODER_CONFIG, ComfyVAELatents, FluxVAE, as_latent_codec,
-                           autoencoder_from_bfl_state, load_flux_vae)
+from lato_core.vae import FLUX_AUTOENCODER_CONFIG, FluxVAE, autoencoder_from_bfl_state, load_flux_vae
 
 SCALE, SHIFT = 0.3611, 0.1159
 TINY_VAE_CONFIG = dict(FLUX_AUTOENCODER_CONFIG, block_out_channels=(32, 32), layers_per_block=1,
@@ -112,35 +111,6 @@ def test_posterior_sampling_option(vae_file):
     two = vae.encode(pixels, sample=True, generator=torch.Generator().manual_seed(1))
     assert torch.equal(one, two)
     assert (one - vae.encode(pixels)).abs().max() > 1e-4
-
-
-def test_comfy_shaped_vae_gets_scale_and_shift_applied():
-    class FakeComfyVAE:   # ComfyUI's VAE: raw latents in and out, pixels BHWC 0..1
-        def __init__(self):
-            self.decoded_with = None
-
-        def encode(self, pixels):
-            return torch.full((pixels.shape[0], 16, pixels.shape[1] // 8, pixels.shape[2] // 8), 0.5)
-
-        def decode(self, latent):
-            self.decoded_with = latent
-            return torch.zeros(latent.shape[0], latent.shape[2] * 8, latent.shape[3] * 8, 3)
-
-    fake = FakeComfyVAE()
-    codec = as_latent_codec(fake)
-    assert isinstance(codec, ComfyVAELatents)
-    latent = codec.encode(torch.rand(1, 32, 32, 3))
-    assert latent.shape == (1, 16, 4, 4)
-    assert latent[0, 0, 0, 0].item() == pytest.approx((0.5 - 0.1159) * 0.3611)
-    assert codec.decode(torch.ones(1, 16, 4, 4)).shape == (1, 32, 32, 3)
-    assert fake.decoded_with[0, 0, 0, 0].item() == pytest.approx(1 / 0.3611 + 0.1159)
-    assert ComfyVAELatents(fake, latent_is_normalised=True).encode(torch.rand(1, 8, 8, 3))[0, 0, 0, 0] == 0.5
-
-
-def test_as_latent_codec_dispatch(reference):
-    assert isinstance(as_latent_codec(reference), FluxVAE)
-    with pytest.raises(TypeError):
-        as_latent_codec(object())
 
 
 def test_wrong_architecture_names_the_file(vae_file):

@@ -21,7 +21,7 @@ from ..tokenizer.model import LandmarkTokenizer
 from ..vae import normalise_latent, raw_latent
 from .model import LaToModel
 
-GUIDANCE_MODES = ("release", "landmark_aware", "none")
+GUIDANCE_MODES = guidance_modes.MODES
 
 
 @dataclass

@@ -102,9 +102,12 @@ class LandmarkAwareCFG:
         return v[UNCOND_ALL] + w_g * (v[UNCOND_TEXT] - v[UNCOND_ALL]) + w_t * (v[COND] - v[UNCOND_TEXT])
 
 
+MODES = ("release", "landmark_aware", "none")
+
+
 def make_guidance(mode: str, scale: float = 4.0, geometry_scale: float = 4.0,
                   null_tokens: torch.Tensor | None = None) -> Guidance:
-    """'release' | 'landmark_aware' | 'none'."""
+    """One of MODES."""
     if mode == "release":
         return ReleaseCFG(scale)
     if mode == "landmark_aware":
