@@ -32,6 +32,11 @@ def _full_path(folder: str, name: str, what: str) -> str:
     return path
 
 
+def _or_hint(files: list[str], hint: str) -> list[str]:
+    """A model menu that is never empty: with no file yet it shows where the file goes."""
+    return files or [hint]
+
+
 def _weight_dtypes():
     from .lato_native_model import WEIGHT_DTYPES
 
@@ -56,7 +61,8 @@ class LaToModelLoader:
         import folder_paths
 
         return {"required": {
-            "dit_name": (folder_paths.get_filename_list("diffusion_models"), {"tooltip":
+            "dit_name": (_or_hint(folder_paths.get_filename_list("diffusion_models"),
+                                  "(put lato.safetensors in models/diffusion_models/)"), {"tooltip":
                 "lato/lato.safetensors from the LaTo release (or its fp8 repack), in models/diffusion_models/."}),
             "landmark_adapter": ([INSIDE_CHECKPOINT] + _pack_files((".pth", ".safetensors")), {"tooltip":
                 "landmark_in.pth from the LaTo code release, or its safetensors repack (in models/lato/), when the "
@@ -84,9 +90,13 @@ class LaToTokenizerLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"tokenizer_name": (_pack_files((".safetensors",)), {"tooltip":
+        return {"required": {"tokenizer_name": (_or_hint(_pack_files((".safetensors",)),
+                                                         "(put Po_VQVAE/model.safetensors in models/lato/)"), {"tooltip":
             "Po_VQVAE/model.safetensors from the LaTo release (or one trained with this pack), in models/lato/."})}}
 
+    DESCRIPTION = ("Loads LaTo's landmark tokenizer (a VQ-VAE over the 68-point sequence): Po_VQVAE/model.safetensors "
+                   "of the release, its one-file repack, or one trained with python -m lato_core.tokenizer_training.")
+    OUTPUT_TOOLTIPS = ("For LaTo Landmark Tokens.",)
     RETURN_TYPES = (LATO_TOKENIZER,)
     RETURN_NAMES = ("tokenizer",)
     FUNCTION = "load"
@@ -98,6 +108,10 @@ class LaToTokenizerLoader:
 
 class LaToTextEncoderLoader:
     """Load the Qwen2.5-VL-7B-Instruct folder that encodes LaTo's instructions."""
+
+    DESCRIPTION = ("Loads a stock Qwen2.5-VL-7B-Instruct folder (transformers) as LaTo's text encoder. Users of "
+                   "Qwen-Image can use core's CLIPLoader (type qwen_image) instead and skip this download.")
+    OUTPUT_TOOLTIPS = ("For LaTo Text Encode.",)
 
     @classmethod
     def INPUT_TYPES(cls):
