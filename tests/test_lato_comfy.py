@@ -1,6 +1,7 @@
 """The LaTo example workflow in the real ComfyUI, on CPU, with tiny random weights in the released layouts: the
 native MODEL through core's LoraLoaderModelOnly and KSampler, with latent previews while it samples."""
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from scripts.comfy_server import PACK_DIR, ComfyServer, execution_error
 from scripts.specs.lato import LATO_EDIT
 from scripts.workflow_api import ui_to_api
 from tests import tiny_lato
+from tests.test_model_file_errors import RunsCode
 from tests.workflow_models import write_lato_lora
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
@@ -21,6 +23,7 @@ def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("comfy_lato")
     files = tiny_lato.write_all(base / "models", vae=True)
     write_lato_lora(base / "models" / "loras" / "lato_tiny_lora.safetensors")
+    (base / "models" / "lato" / "landmark_in_malicious.pth").write_bytes(pickle.dumps({"weight": RunsCode()}))
     from tests.tiny_vlm import build_tiny_vlm
     build_tiny_vlm(base / "models" / "lato" / "Landmark_Predictor")   # a VLM folder beside the tokenizer
     with ComfyServer(base, extra_args=("--preview-method", "latent2rgb")) as comfy:
@@ -89,3 +92,18 @@ def test_model_lists_keep_vlm_shards_out_of_the_file_choices(server):
     assert "landmark_in_tiny.pth" in adapters
     assert info["FaceEditLandmarkVLMLoader"]["input"]["required"]["folder"][0] == ["Landmark_Predictor"]
     assert info["LaToTextEncoderLoader"]["input"]["required"]["folder"][0] == ["qwen_tiny"]
+
+
+def test_a_code_carrying_adapter_is_refused_by_name_and_the_next_prompt_runs(server):
+    comfy, _ = server
+    info = comfy.object_info()
+    _, prompt = _tiny_prompt(info, steps=1)
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "LaToModelLoader")
+    prompt[loader]["inputs"]["landmark_adapter"] = "landmark_in_malicious.pth"
+    error = execution_error(comfy.run(prompt))
+    message = error["exception_message"]
+    assert error["exception_type"].endswith("ModelFileError")
+    assert "landmark_in_malicious.pth" in message and "models/lato/" in message and "never run" in message
+    assert "weights_only=False" not in message and "likely succeed" not in message
+    _, good = _tiny_prompt(info, steps=1)
+    assert comfy.run(good)["status"]["status_str"] == "success"
