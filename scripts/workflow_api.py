@@ -70,11 +70,14 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
-def build_ui(nodes: list[dict], object_info: dict, title: str = "") -> dict:
+def build_ui(nodes: list[dict], object_info: dict, title: str = "", note: str = "",
+             groups: tuple[tuple[str, tuple[int, ...]], ...] = ()) -> dict:
     """A UI workflow from a short description.
 
     Each entry: {"id", "type", "pos": [x, y], "widgets": {name: value}, "links": {input: (from_id, slot)},
-    "size": [w, h] optional, "title" optional}. Widgets not given take their object_info default.
+    "size": [w, h] optional, "title" optional, "models": [{"name", "url", "directory"}] optional}. Widgets not
+    given take their object_info default. A note becomes a frontend-only Note node above the graph; groups are
+    (title, node ids) boxes drawn around those nodes. The workflow's "models" is the union of the nodes' models.
     """
     ui_nodes, ui_links = [], []
     by_id = {n["id"]: n for n in nodes}
@@ -118,13 +121,70 @@ def build_ui(nodes: list[dict], object_info: dict, title: str = "") -> dict:
                 "properties": {"Node name for S&R": n["type"]}, "widgets_values": values}
         if "title" in n:
             node["title"] = n["title"]
+        if n.get("models"):
+            node["properties"]["models"] = [dict(m) for m in n["models"]]
         ui_nodes.append(node)
     for lid, origin, slot, target, name, out_type in pending:
         target_slot = next(i for i, s in enumerate(next(u for u in ui_nodes if u["id"] == target)["inputs"]) if s["name"] == name)
         ui_links.append([lid, origin, slot, target, target_slot, out_type])
-    return {"last_node_id": max(by_id), "last_link_id": link_id, "nodes": ui_nodes, "links": ui_links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
-            "version": 0.4}
+    if note:
+        ui_nodes.append(note_node(max(by_id) + 1, note, ui_nodes))
+    workflow = {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": link_id, "nodes": ui_nodes,
+                "links": ui_links, "groups": [group(i + 1, name, [by_id[m] for m in members])
+                                              for i, (name, members) in enumerate(groups)],
+                "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
+                "version": 0.4}
+    models = union_of_models(ui_nodes)
+    if models:
+        workflow["models"] = models
+    return workflow
+
+
+NODE_TITLE_HEIGHT = 30   # LiteGraph draws a node's title bar above its pos
+GROUP_HEADER = 50        # room for a group's own title above its nodes' title bars
+GROUP_PADDING = 15
+
+
+def _box(nodes: list[dict]) -> tuple[float, float, float, float]:
+    left = min(n["pos"][0] for n in nodes)
+    top = min(n["pos"][1] for n in nodes) - NODE_TITLE_HEIGHT
+    right = max(n["pos"][0] + n.get("size", [320, 260])[0] for n in nodes)
+    bottom = max(n["pos"][1] + n.get("size", [320, 260])[1] for n in nodes)
+    return left, top, right, bottom
+
+
+def group(group_id: int, title: str, members: list[dict]) -> dict:
+    """A LiteGraph group whose box holds its members (spec nodes) with their title bars."""
+    left, top, right, bottom = _box(members)
+    bounding = [left - GROUP_PADDING, top - GROUP_HEADER, right - left + 2 * GROUP_PADDING,
+                bottom - top + GROUP_HEADER + GROUP_PADDING]
+    return {"id": group_id, "title": title, "bounding": bounding, "color": "#3f789e", "font_size": 24, "flags": {}}
+
+
+NOTE_WIDTH, NOTE_CHARS_PER_LINE, NOTE_LINE_HEIGHT = 760, 95, 18
+
+
+def note_node(node_id: int, text: str, ui_nodes: list[dict]) -> dict:
+    """A frontend-only Note (never sent to the server) above the graph's top-left corner."""
+    lines = sum(1 + len(line) // NOTE_CHARS_PER_LINE for line in text.splitlines())
+    height = 40 + NOTE_LINE_HEIGHT * lines
+    left, top, _, _ = _box(ui_nodes)
+    pos = [left, top - GROUP_HEADER - 60 - height]
+    return {"id": node_id, "type": "Note", "pos": pos, "size": [NOTE_WIDTH, height], "flags": {},
+            "order": len(ui_nodes), "mode": 0, "inputs": [], "outputs": [], "title": "Read me",
+            "properties": {"text": ""}, "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
+
+
+def union_of_models(ui_nodes: list[dict]) -> list[dict]:
+    """Every node's properties.models once each, in node order."""
+    seen, models = set(), []
+    for node in ui_nodes:
+        for model in node.get("properties", {}).get("models", []):
+            key = (model["name"], model["directory"], model["url"])
+            if key not in seen:
+                seen.add(key)
+                models.append(dict(model))
+    return models
 
 
 def set_widget(node: dict, object_info: dict, name: str, value) -> bool:
