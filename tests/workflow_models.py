@@ -20,7 +20,13 @@ def _lato_dit(path: Path) -> None:
 
 def _lato_adapter(path: Path) -> None:
     from tests import tiny_lato
-    tiny_lato.write_adapter(path)
+    if path.suffix != ".safetensors":
+        tiny_lato.write_adapter(path)
+        return
+    from lato_core.repack import repack_adapter   # the .safetensors a user makes from the release's .pth
+    pickle = tiny_lato.write_adapter(path.with_suffix(".pth.tmp"))
+    repack_adapter(pickle, path)
+    pickle.unlink()
 
 
 def _lato_tokenizer(path: Path) -> None:
