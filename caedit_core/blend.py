@@ -1,4 +1,5 @@
-"""Keeping the unmasked region: Blended Diffusion latent blending at every step and the final feathered pixel paste.
+"""Keeping the unmasked region: masks at latent size and the final feathered pixel paste. (Blended Diffusion at
+every step is ComfyUI's own denoise mask, which the STFG guider sets.)
 
 Masks are ComfyUI MASKs, 1 = edit. Blends are written as a * (1 - m) + b * m, so m == 0 gives a bit-exactly and
 m == 1 gives b bit-exactly.
@@ -19,21 +20,6 @@ def latent_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
     if mask.shape[-2:] != (h, w):
         mask = F.adaptive_avg_pool2d(mask, (h, w))
     return mask.clamp(0.0, 1.0)
-
-
-def noise_source(source_latent: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """The source latent at noise level sigma, k-diffusion convention for eps models: x = x0 + sigma * noise.
-    (A ComfyUI GUIDER should prefer model_sampling.noise_scaling, which also covers flow models.)"""
-    sig = torch.as_tensor(sigma, dtype=source_latent.dtype, device=source_latent.device).reshape(-1)
-    sig = sig.reshape(-1, *([1] * (source_latent.ndim - 1)))
-    return source_latent + sig * noise
-
-
-def blend_latents(x: torch.Tensor, source_noised: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Blended Diffusion: x inside the mask, the source noised to the current sigma outside.
-    x, source_noised (B, C, h, w); mask at any resolution (resized by area to h x w)."""
-    m = latent_mask(mask, *x.shape[-2:]).to(device=x.device, dtype=x.dtype)
-    return source_noised * (1.0 - m) + x * m
 
 
 def feather_inward(mask: torch.Tensor, feather: int) -> torch.Tensor:

@@ -68,12 +68,26 @@ def ca2_attention(q: torch.Tensor, k_txt: torch.Tensor, v_txt: torch.Tensor, k_v
     else:
         joint = torch.cat([logits_txt, logits_vis], dim=-1).softmax(-1)
         a_txt, a_vis = joint.split([kt.shape[-2], kv.shape[-2]], dim=-1)
-    keep = 1.0 - score.to(a_vis.dtype) * mask.to(a_vis.dtype)  # (B, Nq): 1 - Score * M
-    a_vis_s = a_vis * keep[:, None, :, None]
-    out = _merge_heads(a_txt @ vt + vis_scale * (a_vis_s @ vv))
+    out = _merge_heads(a_txt @ vt) + _suppressed(a_vis, vv, score, mask, vis_scale)
     if return_text_attn:
         return out, a_txt.mean(dim=1)
     return out
+
+
+def _suppressed(a_vis: torch.Tensor, v_vis: torch.Tensor, score: torch.Tensor, mask: torch.Tensor,
+                vis_scale: float) -> torch.Tensor:
+    keep = 1.0 - score.to(a_vis.dtype) * mask.to(a_vis.dtype)  # (B, Nq): 1 - Score * M
+    return vis_scale * _merge_heads((a_vis * keep[:, None, :, None]) @ v_vis)
+
+
+def ca2_visual_term(q: torch.Tensor, k_vis: torch.Tensor, v_vis: torch.Tensor, score: torch.Tensor,
+                    mask: torch.Tensor, heads: int, vis_scale: float = 1.0) -> torch.Tensor:
+    """The second term of Eq. 6 alone, (A_vis * (1 - Score * M)) V_vis, softmax over the visual tokens: with
+    softmax_over="separate", ca2_attention = text attention + this, so it can be *added* to the output of any
+    other attention (ComfyUI's, another pack's patch). Shapes as ca2_attention."""
+    qh, kv, vv = (_split_heads(t, heads) for t in (q, k_vis, v_vis))
+    a_vis = (qh @ kv.transpose(-1, -2) / math.sqrt(qh.shape[-1])).softmax(-1)
+    return _suppressed(a_vis, vv, score, mask, vis_scale)
 
 
 @dataclass
@@ -139,3 +153,68 @@ class CA2Attention(nn.Module):
         c = self.config
         return ca2_attention(q, k_txt, v_txt, k_vis, v_vis, score, mask_tokens, c.heads, c.softmax_over,
                              c.vis_scale, return_text_attn)
+
+
+def layer_grid(n_tokens: int, h: int, w: int) -> tuple[int, int]:
+    """Grid (gh, gw) of a UNet layer with n_tokens positions, for a latent of h x w (downsampled by 2^k, ceil)."""
+    for factor in (1, 2, 4, 8, 16, 32, 64):
+        gh, gw = math.ceil(h / factor), math.ceil(w / factor)
+        if gh * gw == n_tokens:
+            return gh, gw
+    raise ValueError(f"{n_tokens} tokens do not fit a downsampled {h}x{w} grid")
+
+
+def pooled_text_token(context: torch.Tensor) -> torch.Tensor:
+    """f_txt^pool of Eq. 3: (B, Nt, C) text context -> (B, C), its *last* token. CLIP's text model is causal, so the
+    last position has seen the whole prompt like the EOS pooling token, and it is the only summary a UNet patch sees."""
+    return context[:, -1]
+
+
+def expand_to_batch(per_image: torch.Tensor, batch: int, cond_or_uncond: list[int] | None,
+                    uncond_zero: bool = False) -> torch.Tensor:
+    """Per-image tensor (Bi, ...) -> (batch, ...) for a UNet batch made of len(cond_or_uncond) chunks of equal size
+    (ComfyUI concatenates cond / uncond chunks). Bi must be 1 or divide the chunk size. Uncond chunks (1) become
+    zeros when uncond_zero (IP-Adapter's image drop: then K_vis = V_vis = 0 and the visual term vanishes)."""
+    chunks = list(cond_or_uncond) if cond_or_uncond else [0]
+    if batch % len(chunks):
+        raise ValueError(f"batch {batch} does not split into {len(chunks)} chunks")
+    size = batch // len(chunks)
+    if size % per_image.shape[0]:
+        raise ValueError(f"{per_image.shape[0]} images do not divide a chunk of {size}")
+    chunk = per_image.repeat(size // per_image.shape[0], *([1] * (per_image.ndim - 1)))
+    parts = [torch.zeros_like(chunk) if (uncond_zero and c == 1) else chunk for c in chunks]
+    return torch.cat(parts, dim=0)
+
+
+@dataclass
+class CA2Call:
+    """What one UNet call's CA2 layers need, already expanded to the call's batch."""
+    image_tokens: torch.Tensor   # (B, Nv, clip_dim)
+    pooled_text: torch.Tensor    # (B, Ct)
+    mask: torch.Tensor           # (B, H, W), 1 = edit, any resolution (pooled per layer)
+    latent_hw: tuple[int, int]   # latent grid the layer grids are fractions of
+    strength: float = 1.0
+
+
+def ca2_layer_forward(module: CA2Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+                      call: CA2Call, base: torch.Tensor | None = None) -> torch.Tensor:
+    """One CA2 cross-attention (Eq. 2-6) for projected q, k, v (the score predictor's Z is q = Z W^Q: a ComfyUI
+    attn2 patch never sees Z itself), computed in float32 (fp16 logits overflow). With `base`, the output of the
+    layer's own text attention (ComfyUI's, or another pack's patch that already added its term), the visual term is
+    added to it (softmax_over "separate" only: "joint" changes the text term itself)."""
+    c = module.config
+    weight = module.to_k_vis.weight
+    tokens = call.image_tokens.to(device=weight.device, dtype=weight.dtype)
+    k_vis, v_vis = (t.float() for t in module.visual_kv(tokens))
+    gh, gw = layer_grid(q.shape[1], *call.latent_hw)
+    mask = mask_to_tokens(call.mask.to(q.device), gh, gw)
+    score = module.score_predictor(q.to(weight.dtype), call.pooled_text.to(weight.device, weight.dtype)).float()
+    if base is not None:
+        if c.softmax_over != "separate":
+            raise ValueError("A CA2 adapter trained with softmax_over='joint' cannot be added to another attention "
+                             "patch on the same layer; remove the other patch or use a 'separate' adapter.")
+        term = ca2_visual_term(q.float(), k_vis, v_vis, score, mask, heads, c.vis_scale * call.strength)
+        return (base.float() + term).to(base.dtype)
+    out = ca2_attention(q.float(), k.float(), v.float(), k_vis, v_vis, score, mask, heads, c.softmax_over,
+                        c.vis_scale * call.strength)
+    return out.to(q.dtype)

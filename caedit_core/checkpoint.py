@@ -52,6 +52,24 @@ def adapter_config(layers: dict[str, tuple[int, int]], clip_dim: int, pooled_tex
             "refnet": None if refnet_unet_config is None else {"unet_config": refnet_unet_config}}
 
 
+# hidden width of the CLIP vision towers ComfyUI loads -> their name, for the mismatch message
+VISION_WIDTHS = {768: "ViT-B/16 or ViT-B/32", 1024: "ViT-L/14", 1280: "ViT-H/14", 1664: "ViT-bigG/14"}
+
+
+def image_tokens(config: dict, clip_vision_output) -> torch.Tensor:
+    """The CLIP image tokens the adapter was trained on (penultimate or last hidden states of a CLIP Vision Encode
+    output); refuses a vision model of another width, naming both models."""
+    key = "penultimate_hidden_states" if config["clip_tokens"] == "penultimate" else "last_hidden_state"
+    tokens = clip_vision_output[key]
+    want, got = config["clip_dim"], tokens.shape[-1]
+    if got != want:
+        name = lambda width: VISION_WIDTHS.get(width, "an unknown model")  # noqa: E731
+        raise ModelFileError(f"The CA2 adapter expects {want}-wide CLIP image tokens ({name(want)}), this CLIP vision "
+                             f"model gives {got} ({name(got)}): load the CLIP vision model the adapter was trained "
+                             "with in CLIP Vision Loader.")
+    return tokens
+
+
 def _escape(name: str) -> str:
     return name.replace(".", "__")
 

@@ -1,149 +1,105 @@
-"""Pure-torch callables behind CA-Edit's ComfyUI patches (nodes/caedit.py installs them on a MODEL clone()).
+"""ComfyUI patch adapters of CA-Edit: they install caedit_core's math on a MODEL clone() (nodes/caedit_*.py call
+them). ComfyUI is imported inside functions only.
 
 What ComfyUI hands them (0.3.75, comfy/ldm/modules/attention.py and openaimodel.py):
 - attn2 *replace* patch: fn(q, k, v, extra_options), q = Z W^Q, k, v = context W^K, W^V, all (B, N, heads * d);
-  extra_options carries n_heads, cond_or_uncond, activations_shape (B, C, h, w) and every transformer_options key.
+  extra_options carries n_heads, attn_precision, cond_or_uncond, activations_shape and every transformer_options key.
 - DIFFUSION_MODEL wrapper: fn(executor, x, timesteps, context, y, control, transformer_options, **kw) around the
   UNet forward; x is the scaled input (in_channels wide), timesteps the model's t.
 - output_block_patch: fn(h, hsp, transformer_options) -> (h, hsp) before each output block concatenates its skip.
-The wrapper computes everything per call (pooled text, batch-expanded image tokens and mask, reference-net
-residuals) and passes it down in transformer_options[CAEDIT_KEY]; the patches only read it.
 
-Choices (documented here, used identically by training):
-- f_txt^pool (Eq. 3) is the context's *last* token: CLIP's text model is causal, so its last position has seen the
-  whole prompt like the EOS pooling token, and it is the only summary a UNet patch can see.
-- The score predictor's Z is q (= Z W^Q, width inner_dim): the replace patch never sees Z itself.
-- Unconditional (negative) CFG entries get zero image tokens ("zeros", IP-Adapter's image drop; then K_vis = V_vis = 0
-  and the visual term vanishes) unless uncond_image="same".
+Composing with other packs (as IPAdapter_plus does): a layer is patched only when CA2 modifies it or STFG records it.
+The patch never replaces another pack's attn2 patch: it calls it (or, when there is none, ComfyUI's own
+optimized_attention, exactly what the unpatched layer computes) and *adds* CA2's visual term to its output. Packs that
+add to an existing patch through `.add(callback, **kwargs)` (IPAdapter_plus' Attn2Replace protocol) can add to ours.
+Unconditional (negative) CFG entries get zero image tokens unless the adapter says uncond_image="same".
 """
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from dataclasses import dataclass
+import copy
 
 import torch
-import torch.nn.functional as F
 
-from .ca2 import CA2Attention, ca2_attention, mask_to_tokens
-from .stfg import _layer_grid
+from .ca2 import CA2Attention, CA2Call, ca2_layer_forward, expand_to_batch, pooled_text_token
+from .text_attention import TextAttentionRecorder
 
 CAEDIT_KEY = "caedit"
+WRAPPER_KEY = "caedit"
 
 
-def pooled_text_token(context: torch.Tensor) -> torch.Tensor:
-    """(B, Nt, C) text context -> (B, C), the last token (see module doc)."""
-    return context[:, -1]
+def comfy_attention(q, k, v, extra_options):
+    """What ComfyUI's CrossAttention computes for an unpatched layer, with its selected attention backend."""
+    from comfy.ldm.modules import attention
 
-
-def expand_to_batch(per_image: torch.Tensor, batch: int, cond_or_uncond: list[int] | None,
-                    uncond_zero: bool = False) -> torch.Tensor:
-    """Per-image tensor (Bi, ...) -> (batch, ...) for a UNet batch made of len(cond_or_uncond) chunks of equal size
-    (ComfyUI concatenates cond / uncond chunks). Bi must be 1 or divide the chunk size. Uncond chunks (1) become
-    zeros when uncond_zero."""
-    chunks = list(cond_or_uncond) if cond_or_uncond else [0]
-    if batch % len(chunks):
-        raise ValueError(f"batch {batch} does not split into {len(chunks)} chunks")
-    size = batch // len(chunks)
-    if size % per_image.shape[0]:
-        raise ValueError(f"{per_image.shape[0]} images do not divide a chunk of {size}")
-    chunk = per_image.repeat(size // per_image.shape[0], *([1] * (per_image.ndim - 1)))
-    parts = [torch.zeros_like(chunk) if (uncond_zero and c == 1) else chunk for c in chunks]
-    return torch.cat(parts, dim=0)
-
-
-@dataclass
-class CA2Call:
-    """What one UNet call's CA2 layers need, already expanded to the call's batch."""
-    image_tokens: torch.Tensor   # (B, Nv, clip_dim)
-    pooled_text: torch.Tensor    # (B, Ct)
-    mask: torch.Tensor           # (B, H, W), 1 = edit, any resolution (pooled per layer)
-    latent_hw: tuple[int, int]   # latent grid the layer grids are fractions of
-    strength: float = 1.0
-
-
-def ca2_layer_forward(module: CA2Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-                      call: CA2Call, want_text_attn: bool = False):
-    """One CA2 cross-attention (Eq. 2-6) for projected q, k, v; computed in float32 (fp16 logits overflow)."""
-    dtype = q.dtype
-    weight = module.to_k_vis.weight
-    qf, kf, vf = (t.to(torch.float32) for t in (q, k, v))
-    tokens = call.image_tokens.to(device=weight.device, dtype=weight.dtype)
-    k_vis, v_vis = (t.float() for t in module.visual_kv(tokens))
-    gh, gw = _layer_grid(q.shape[1], *call.latent_hw)
-    mask = mask_to_tokens(call.mask.to(q.device), gh, gw)
-    score = module.score_predictor(q.to(weight.dtype), call.pooled_text.to(weight.device, weight.dtype)).float()
-    c = module.config
-    out = ca2_attention(qf, kf, vf, k_vis, v_vis, score, mask, heads, c.softmax_over, c.vis_scale * call.strength,
-                        return_text_attn=want_text_attn)
-    if want_text_attn:
-        return out[0].to(dtype), out[1]
-    return out.to(dtype)
-
-
-def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, want_text_attn: bool = False):
-    """Softmax attention; with want_text_attn also the head-averaged probabilities (B, Nq, Nk), float32."""
-    b, nq, inner = q.shape
-    qh, kh, vh = (t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
-    if not want_text_attn:
-        return F.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(b, nq, inner)
-    probs = (qh.float() @ kh.float().transpose(-1, -2) / math.sqrt(inner // heads)).softmax(-1)
-    out = (probs @ vh.float()).transpose(1, 2).reshape(b, nq, inner).to(q.dtype)
-    return out, probs.mean(dim=1)
-
-
-class TextAttentionRecorder:
-    """Collects, while active, the head-averaged text attention of the positive (cond) rows, one entry per layer
-    call, detached and float32: what STFG's boundary region is computed from (Eq. 11)."""
-
-    def __init__(self):
-        self.active = False
-        self.maps: list[torch.Tensor] = []
-
-    def start(self) -> None:
-        self.active, self.maps = True, []
-
-    def stop(self) -> list[torch.Tensor]:
-        self.active = False
-        return self.maps
-
-    def add(self, text_attn: torch.Tensor, cond_or_uncond: list[int] | None) -> None:
-        chunks = list(cond_or_uncond) if cond_or_uncond else [0]
-        if 0 not in chunks:
-            return
-        size = text_attn.shape[0] // len(chunks)
-        first = chunks.index(0) * size
-        self.maps.append(text_attn[first:first + size].detach().float())
+    return attention.optimized_attention(q, k, v, extra_options["n_heads"],
+                                         attn_precision=extra_options.get("attn_precision"),
+                                         transformer_options=extra_options)
 
 
 class Attn2Patch:
-    """attn2 replace patch: CA2 when this layer has a CA2 module and the call carries a CA2Call, else plain attention;
-    records the text attention into `recorder` when one is attached and active."""
+    """attn2 replace patch: inner(q, k, v, extra_options) (the patch that was there before, else `attention`), then
+    the text attention recorded when a recorder is active, then CA2's visual term added when this layer has a CA2
+    module and the call carries a CA2Call, then callbacks other packs added with .add()."""
 
-    def __init__(self, module: CA2Attention | None = None, recorder: TextAttentionRecorder | None = None):
-        self.module, self.recorder = module, recorder
+    def __init__(self, module: CA2Attention | None = None, recorder: TextAttentionRecorder | None = None,
+                 inner=None, attention=comfy_attention):
+        self.module, self.recorder, self.inner, self.attention = module, recorder, inner, attention
+        self.callbacks: list[tuple] = []
 
-    def with_recorder(self, recorder: TextAttentionRecorder) -> "Attn2Patch":
-        return Attn2Patch(self.module, recorder)
+    def add(self, callback, **kwargs) -> None:
+        """IPAdapter_plus' protocol: callback(out, q, k, v, extra_options, **kwargs) returns a term added to out
+        while sigma_end <= sigma <= sigma_start (when given)."""
+        self.callbacks.append((callback, kwargs))
+
+    def extended(self, module: CA2Attention | None = None, recorder: TextAttentionRecorder | None = None):
+        new = copy.copy(self)
+        new.callbacks = list(self.callbacks)
+        new.module = module if module is not None else self.module
+        new.recorder = recorder if recorder is not None else self.recorder
+        return new
 
     def __deepcopy__(self, memo):
-        """ModelPatcher.clone() deep-copies model_options: share the weights instead (a copy made under
-        inference_mode would also turn them into inference tensors)."""
-        return Attn2Patch(self.module, self.recorder)
+        """ModelPatcher.clone() deep-copies model_options: share the CA2 weights (a copy made under inference_mode
+        would turn them into inference tensors) and the recorder; copy the wrapped patch as ComfyUI would."""
+        new = Attn2Patch(self.module, self.recorder, copy.deepcopy(self.inner, memo), self.attention)
+        new.callbacks = list(self.callbacks)
+        return new
 
     def __call__(self, q, k, v, extra_options):
-        heads = extra_options["n_heads"]
-        record = self.recorder is not None and self.recorder.active
+        out = (self.inner or self.attention)(q, k, v, extra_options)
+        if self.recorder is not None:
+            self.recorder.record(q, k, extra_options["n_heads"], extra_options.get("cond_or_uncond"))
         call = extra_options.get(CAEDIT_KEY, {}).get("ca2_call")
         if self.module is not None and call is not None and call.strength != 0:
-            result = ca2_layer_forward(self.module, q, k, v, heads, call, record)
-        else:
-            result = plain_attention(q, k, v, heads, record)
-        if not record:
-            return result
-        out, text_attn = result
-        self.recorder.add(text_attn, extra_options.get("cond_or_uncond"))
+            out = ca2_layer_forward(self.module, q, k, v, extra_options["n_heads"], call, base=out)
+        if self.callbacks:
+            sigmas = extra_options.get("sigmas")
+            sigma = float(sigmas.reshape(-1)[0]) if sigmas is not None else float("inf")
+            for callback, kwargs in self.callbacks:
+                if kwargs.get("sigma_end", -float("inf")) <= sigma <= kwargs.get("sigma_start", float("inf")):
+                    out = out + callback(out, q, k, v, extra_options, **kwargs)
         return out
+
+
+def attn2_keys(model_patcher) -> list[tuple[str, int, int]]:
+    """ComfyUI patch keys of every cross-attention block of an SD-style UNet."""
+    unet = model_patcher.get_model_object("diffusion_model")
+    keys = []
+    for kind, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]), ("output", unet.output_blocks)):
+        for index, block in enumerate(blocks):
+            for module in block.modules():
+                if hasattr(module, "transformer_blocks"):
+                    keys += [(kind, index, t) for t in range(len(module.transformer_blocks))]
+    return keys
+
+
+def install_attn2(model_patcher, key: tuple[str, int, int], module: CA2Attention | None = None,
+                  recorder: TextAttentionRecorder | None = None) -> None:
+    """Put an Attn2Patch on one layer of model_patcher (a clone), wrapping whatever patch the layer already has."""
+    patches = model_patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
+    old = patches.get(key)
+    new = old.extended(module, recorder) if isinstance(old, Attn2Patch) else Attn2Patch(module, recorder, inner=old)
+    model_patcher.set_model_attn2_replace(new, *key)
 
 
 def refnet_output_block_patch(h: torch.Tensor, hsp: torch.Tensor, transformer_options: dict):
@@ -159,42 +115,11 @@ def refnet_output_block_patch(h: torch.Tensor, hsp: torch.Tensor, transformer_op
     return h, hsp + down[len(down) - 1 - index].to(hsp.dtype)
 
 
-class GradSafeParameters:
-    """Normal (autograd-usable) copies of a module's inference-mode parameters and buffers.
-
-    ComfyUI loads models inside torch.inference_mode(), so their weights are inference tensors, and autograd refuses
-    to save them for backward (checked in ComfyUI 0.3.75: every Linear/Conv/GroupNorm of a loaded UNet). `swapped()`
-    puts the copies into the modules' parameter/buffer tables for the duration of a gradient pass and restores the
-    originals after; nothing outside that block sees them. Costs one copy of the affected weights while alive."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.entries = []
-        with torch.inference_mode(False), torch.no_grad():
-            for owner in module.modules():
-                for table in (owner._parameters, owner._buffers):
-                    for name, tensor in table.items():
-                        if tensor is not None and tensor.is_inference():
-                            self.entries.append((table, name, tensor.clone()))
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @contextmanager
-    def swapped(self):
-        originals = [(table, name, table[name]) for table, name, _ in self.entries]
-        try:
-            for table, name, copy in self.entries:
-                table[name] = copy
-            yield self
-        finally:
-            for table, name, original in originals:
-                table[name] = original
-
-
 class CAEditUNetWrapper:
     """DIFFUSION_MODEL wrapper: builds the call's CA2Call (and, with a reference net, its residuals) and passes them
     down in transformer_options[CAEDIT_KEY]. Per-image inputs: image_tokens (Bi, Nv, C), mask (Bm, H, W) 1 = edit,
-    condition (Bc, 5, h, w) = [masked source latent, mask] for the reference net."""
+    condition (Bc, 5, h, w) = [masked source latent, mask] for the reference net. `refnet_recorder`, when set (STFG
+    with maps from the reference net), records the reference net's text attention."""
 
     def __init__(self, image_tokens: torch.Tensor, mask: torch.Tensor, strength: float = 1.0, ca2: bool = True,
                  refnet=None, condition: torch.Tensor | None = None, refnet_scale: float = 1.0,
@@ -202,6 +127,7 @@ class CAEditUNetWrapper:
         self.image_tokens, self.mask, self.strength = image_tokens, mask, strength
         self.ca2, self.refnet, self.condition = ca2, refnet, condition
         self.refnet_scale, self.uncond_zero, self.ca2_in_refnet = refnet_scale, uncond_zero, ca2_in_refnet
+        self.refnet_recorder: TextAttentionRecorder | None = None
 
     def call_for(self, x: torch.Tensor, context: torch.Tensor, cond_or_uncond) -> CA2Call:
         b = x.shape[0]
@@ -217,6 +143,7 @@ class CAEditUNetWrapper:
         if self.refnet is not None and self.refnet_scale != 0:
             weight = next(self.refnet.parameters())
             condition = expand_to_batch(self.condition.to(x.device), x.shape[0], cou)
+            self.refnet.holder.recorder, self.refnet.holder.cond_or_uncond = self.refnet_recorder, cou
             down, mid = self.refnet(x[:, :4].to(weight.dtype), timesteps, context.to(weight.dtype),
                                     condition.to(weight.dtype), call if self.ca2_in_refnet else None,
                                     self.refnet_scale)
@@ -225,56 +152,84 @@ class CAEditUNetWrapper:
         return executor(x, timesteps, context, y, control, options, **kwargs)
 
 
-class STFGStepper:
-    """The STFG part of the guider, per sampling run (ComfyUI-free): boundary region from the text attention the
-    recorder collected in the latest pass (the first guided step makes one no-grad recording pass), then
-    stfg_guidance with a pass through `predict` on grad-safe copies of `model`'s inference-mode weights.
-    mask (Bm, H, W) 1 = edit; sigma_range = (high, low) where guidance applies."""
+class DevicePlacer:
+    """Moves the adapter to the UNet's device on first use, outside inference mode (STFG needs normal tensors)."""
 
-    def __init__(self, mask: torch.Tensor, strength: float, radius: float = 0.5, rule: str = "masked",
-                 sigma_range: tuple[float, float] = (float("inf"), 0.0), recorder: TextAttentionRecorder | None = None):
-        self.mask, self.strength, self.radius, self.rule, self.sigma_range = mask, strength, radius, rule, sigma_range
-        self.recorder = recorder or TextAttentionRecorder()
-        self.reset()
+    def __init__(self, adapter, wrapper: CAEditUNetWrapper):
+        self.adapter, self.wrapper = adapter, wrapper
 
-    def reset(self, source: torch.Tensor | None = None) -> None:
-        self.source, self.maps, self.safe, self.last_loss, self.last_boundary = source, None, None, None, None
+    def __call__(self, executor, x, *args, **kwargs):
+        if next(self.adapter.parameters()).device != x.device:
+            with torch.inference_mode(False), torch.no_grad():
+                self.adapter.to(x.device)
+        return self.wrapper(executor, x, *args, **kwargs)
 
-    def recorded(self, predict, x, timestep):
-        self.recorder.start()
-        try:
-            return predict(x, timestep)
-        finally:
-            self.maps = self.recorder.stop()
 
-    def boundary(self, shape) -> torch.Tensor:
-        from .blend import latent_mask
-        from .stfg import boundary_region, mean_text_attention
+def caedit_wrapper(model_patcher) -> DevicePlacer | None:
+    """The CA-Edit DIFFUSION_MODEL wrapper on a model patched by the CA2 Adapter node, if any."""
+    import comfy.patcher_extension as pe
 
-        b, _, h, w = shape
-        m = latent_mask(self.mask, h, w)[:, 0]
-        region = boundary_region(mean_text_attention(self.maps, h, w), m.to(self.maps[0].device), self.rule) \
-            if self.maps else torch.zeros_like(m)
-        return region.expand(b, h, w) if region.shape[0] == 1 else region
+    found = model_patcher.get_wrappers(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    return found[-1] if found else None
 
-    def __call__(self, x: torch.Tensor, timestep: torch.Tensor, predict, model: torch.nn.Module) -> torch.Tensor:
-        from .stfg import stfg_guidance
 
-        sigma = float(timestep.reshape(-1)[0])
-        high, low = self.sigma_range
-        if self.strength == 0 or self.source is None or not (low <= sigma <= high):
-            return predict(x, timestep)
-        if not self.maps:
-            self.recorded(predict, x, timestep)
-        boundary = self.boundary(x.shape).to(x.device)
-        if self.safe is None:
-            self.safe = GradSafeParameters(model)
+def install_caedit_wrapper(model_patcher, adapter, wrapper: CAEditUNetWrapper) -> None:
+    import comfy.patcher_extension as pe
 
-        def denoise(z):  # inside stfg_guidance: inference_mode(False) + enable_grad; timestep cloned to a normal tensor
-            with self.safe.swapped():
-                return self.recorded(predict, z, timestep.clone())
+    model_patcher.remove_wrappers_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY)
+    model_patcher.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, WRAPPER_KEY, DevicePlacer(adapter, wrapper))
 
-        guided, self.last_loss = stfg_guidance(x, timestep, denoise, self.source, boundary, self.strength,
-                                               radius=self.radius, return_loss=True)
-        self.last_boundary = boundary
-        return guided
+
+def install_recorders(model_patcher, recorder: TextAttentionRecorder, maps: str = "unet") -> int:
+    """STFG's text-attention recording on a clone: on every cross-attention layer of the main UNet ("unet"), or in
+    the reference net of the CA-Edit wrapper ("refnet"; on a copy of the wrapper, so the source MODEL is unchanged).
+    Returns the number of main-UNet layers patched."""
+    if maps == "refnet":
+        placer = caedit_wrapper(model_patcher)
+        wrapper = placer.wrapper if placer is not None else None
+        if wrapper is None or wrapper.refnet is None or wrapper.refnet_scale == 0:
+            raise ValueError("maps='refnet' needs a MODEL from CA2 Adapter with a reference net (refnet_strength > 0).")
+        own = copy.copy(wrapper)
+        own.refnet_recorder = recorder
+        install_caedit_wrapper(model_patcher, placer.adapter, own)
+        return 0
+    keys = attn2_keys(model_patcher)
+    for key in keys:
+        install_attn2(model_patcher, key, recorder=recorder)
+    return len(keys)
+
+
+def apply_ca2(model_patcher, adapter, tokens: torch.Tensor, mask: torch.Tensor, strength: float,
+              refnet_strength: float, image: torch.Tensor | None = None, vae=None):
+    """A clone of model_patcher with CA2 (attn2 patches on the adapter's layers, added to what is there) and, when
+    the adapter has one and refnet_strength != 0, the reference net (DIFFUSION_MODEL wrapper + output_block_patch).
+    tokens: CLIP image tokens (Bi, Nv, clip_dim); mask (Bm, H, W) 1 = edit; image/vae: the source for the ref net."""
+    from .refnet import comfy_attn2_key, grey_masked_pixels, masked_condition
+
+    cfg = adapter.config
+    work = model_patcher.clone()
+    condition = None
+    if adapter.refnet is not None and refnet_strength != 0:
+        if image is None or vae is None:
+            raise ValueError("This CA2 adapter has a reference net: connect the source image and the VAE.")
+        latent = vae.encode(grey_masked_pixels(image[..., :3], mask))
+        latent = work.get_model_object("latent_format").process_in(latent)
+        with torch.inference_mode(False):
+            condition = masked_condition(latent.clone(), mask.clone())
+        work.set_model_output_block_patch(refnet_output_block_patch)
+    in_refnet = cfg["placement"] == "refnet"
+    if strength != 0 and not in_refnet:
+        known = set(attn2_keys(work))
+        for name, layer in adapter.layers().items():
+            key = comfy_attn2_key(name, cfg["layers_per_block"])
+            if key not in known:
+                raise ValueError(f"CA2 layer {name} has no cross-attention block {key} in this model: the adapter "
+                                 "was trained for another UNet layout (SD1.5 expected).")
+            install_attn2(work, key, module=layer)
+    if strength == 0 and condition is None:
+        return work  # nothing to add: the plain model
+    with torch.inference_mode(False):
+        wrapper = CAEditUNetWrapper(tokens.clone(), mask.clone(), strength, strength != 0, adapter.refnet, condition,
+                                    refnet_strength, cfg["uncond_image"] == "zeros", in_refnet)
+    install_caedit_wrapper(work, adapter, wrapper)
+    return work

@@ -85,3 +85,21 @@ def segformer_label_map(model, processor, images: torch.Tensor) -> torch.Tensor:
     logits = model(pixel_values=inputs["pixel_values"].to(device)).logits
     logits = F.interpolate(logits.float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
     return logits.argmax(dim=1).cpu()
+
+
+_LOADED: dict = {}  # the one parser kept in memory: {folder: (model, processor, order)}
+
+
+def parse_regions(folder: str | Path, images: torch.Tensor, regions: str, grow: int = 0,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """MASK (B, H, W) of the named classes on IMAGE (B, H, W, C), dilated by `grow` pixels. The last parser used
+    stays loaded; another folder replaces it."""
+    key = str(folder)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load_segformer(folder, device)
+    model, processor, order = _LOADED[key]
+    masks = mask_from_labels(segformer_label_map(model, processor, images), regions, order)
+    if grow:
+        masks = F.max_pool2d(masks[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
+    return masks

@@ -23,34 +23,49 @@ import json
 import torch
 from torch import nn
 
-from .ca2 import CA2Attention
-from .comfy_patches import CA2Call, ca2_layer_forward
+from .ca2 import CA2Attention, CA2Call, ca2_layer_forward
+from .text_attention import TextAttentionRecorder
 
 LATENT_CHANNELS = 4
 CONDITIONING_CHANNELS = LATENT_CHANNELS + 1
 
 
 class CallHolder:
-    """Shared by a model's CA2 processors: the CA2Call of the running forward (None = plain attention)."""
+    """Shared by a model's CA2 processors: the CA2Call of the running forward (None = plain attention), and the
+    text-attention recorder STFG reads the reference net's maps with (None = no recording)."""
     call: CA2Call | None = None
+    recorder: TextAttentionRecorder | None = None
+    cond_or_uncond: list[int] | None = None
 
 
 class CA2AttnProcessor:
-    """diffusers attention processor for a cross-attention layer carrying CA2 (plain object on purpose: the CA2
-    weights stay owned by the adapter, not registered inside the UNet or reference net)."""
+    """diffusers attention processor for a cross-attention layer carrying CA2, or plain attention with layer None
+    (plain object on purpose: the CA2 weights stay owned by the adapter, not registered inside the UNet or
+    reference net). Records the text attention when the holder has an active recorder."""
 
-    def __init__(self, layer: CA2Attention, holder: CallHolder):
+    def __init__(self, layer: CA2Attention | None, holder: CallHolder):
         self.layer, self.holder = layer, holder
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        call = self.holder.call
-        if call is None or encoder_hidden_states is None:
+        call, recorder = self.holder.call, self.holder.recorder
+        cross = encoder_hidden_states is not None
+        ca2 = cross and call is not None and self.layer is not None
+        recording = cross and recorder is not None and recorder.active
+        if not (ca2 or recording):
             from diffusers.models.attention_processor import AttnProcessor2_0
             return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         q = attn.to_q(hidden_states)
         k, v = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        out = ca2_layer_forward(self.layer, q, k, v, attn.heads, call)
+        if recording:
+            recorder.record(q, k, attn.heads, self.holder.cond_or_uncond)
+        out = ca2_layer_forward(self.layer, q, k, v, attn.heads, call) if ca2 else _attention(q, k, v, attn.heads)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    b, n, inner = q.shape
+    qh, kh, vh = (t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
+    return torch.nn.functional.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(b, n, inner)
 
 
 def attn2_layers(model: nn.Module) -> dict[str, tuple[int, int]]:
@@ -122,6 +137,7 @@ class ReferenceNet(nn.Module):
             self.down_zero_convs = nn.ModuleList(_zero_conv(c) for c in skip_channels(self.unet_config))
             self.mid_zero_conv = _zero_conv(self.unet_config["block_out_channels"][-1])
         self.holder = CallHolder()
+        set_ca2_processors(self, dict.fromkeys(attn2_layers(self)), self.holder)  # plain, recordable
 
     @classmethod
     def from_unet(cls, unet) -> "ReferenceNet":

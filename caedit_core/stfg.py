@@ -3,8 +3,7 @@
 Masks are 1 = edit (ComfyUI). Latents are (B, C, h, w); maps and masks are (B, h, w) at latent resolution.
 
 Choices where the paper is ambiguous (all exposed):
-- Eq. 11 averages the text attention over *all* tokens; with a softmax over tokens that mean is 1/l at every
-  position (no information). `mean_text_attention` therefore drops the start token by default (`token_indices`).
+- Eq. 11's text attention map and its tokens: see text_attention.py.
 - Threshold: the main text (Eq. 7) takes mean and std of A_txt over the mask's elements (`rule="masked"`, default);
   appendix Eq. 13 divides sums of A_txt * M (zeros outside) by H*W (`rule="full_frame"`). Both use the population
   std (Eq. 13 says "variance" but writes a square root) and keep only positions inside the mask (M >= 0.5).
@@ -14,37 +13,25 @@ Choices where the paper is ambiguous (all exposed):
   we take the descent direction eps_hat = eps + lambda rho grad_{z_t} g (score-based guidance with log p = -g).
 - Eq. 9 loss: per sample, sum over boundary pixels of the squared channel norm / |Idx|; summed over the batch so
   each sample's gradient does not depend on the batch size.
+- Step size (`STEP_RULES`). Eq. 10's step lambda rho_t grad g scales with 1/|Idx| and with the model's Jacobian, so
+  no lambda suits small and large masks ("paper", kept for reference). The default "normalised" step keeps the
+  paper's direction (grad_x g through the model) but sizes it in x0 space, where g is an exact quadratic: along the
+  unit direction u, g(x0 - a u) = g - a A + a^2 C, minimised at a* = A / 2C. a* is clipped to a trust region
+  (|a u| <= trust * ||LF discrepancy on the boundary||, trust 2: never move x0 much further than the error),
+  and the step takes lambda / (1 + lambda) of it (a damped Newton step: lambda = 1 goes half-way, large lambda all
+  the way, never past the minimum). Nothing in it depends on |Idx|, sigma or the scale of the model, and a larger
+  lambda always lowers g more in one step.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 BOUNDARY_RULES = ("masked", "full_frame")
-
-
-def _layer_grid(n_tokens: int, h: int, w: int) -> tuple[int, int]:
-    for factor in (1, 2, 4, 8, 16, 32, 64):
-        gh, gw = math.ceil(h / factor), math.ceil(w / factor)
-        if gh * gw == n_tokens:
-            return gh, gw
-    raise ValueError(f"{n_tokens} tokens do not fit a downsampled {h}x{w} grid")
-
-
-def mean_text_attention(layer_attn: Sequence[torch.Tensor], h: int, w: int,
-                        token_indices: Sequence[int] | slice | None = slice(1, None)) -> torch.Tensor:
-    """Eq. 11: each layer's head-averaged text attention (B, Nq_i, Nt) is upsampled (bilinear) to h x w and the
-    selected tokens' maps are averaged over tokens and layers -> (B, h, w). None = all tokens (degenerate)."""
-    maps = []
-    for attn in layer_attn:
-        sel = attn if token_indices is None else attn[..., token_indices]
-        gh, gw = _layer_grid(attn.shape[1], h, w)
-        token_mean = sel.float().mean(dim=-1).reshape(attn.shape[0], 1, gh, gw)
-        maps.append(F.interpolate(token_mean, size=(h, w), mode="bilinear", align_corners=False)[:, 0])
-    return torch.stack(maps).mean(dim=0)
+STEP_RULES = ("normalised", "paper")
+TRUST = 2.0  # a step never moves x0 further than twice the size of the discrepancy it corrects
 
 
 def boundary_region(text_attn_map: torch.Tensor, mask: torch.Tensor, rule: str = "masked") -> torch.Tensor:
@@ -93,25 +80,43 @@ def default_rho(sigma: torch.Tensor) -> torch.Tensor:
     return sigma / torch.sqrt(1.0 + sigma ** 2)
 
 
+def normalised_step(grad_x: torch.Tensor, grad_x0: torch.Tensor, x0_hat: torch.Tensor, source_latent: torch.Tensor,
+                    boundary: torch.Tensor, strength: float, radius: float = 0.5, trust: float = TRUST) -> torch.Tensor:
+    """The x0-space change of the "normalised" rule (module doc), per sample: grad_x = d g / d x (the direction),
+    grad_x0 = d g / d x0_hat, latents (B, C, h, w), boundary (B, h, w). Returns delta with x0_guided = x0_hat - delta."""
+    dims = (1, 2, 3)
+    norm = grad_x.float().flatten(1).norm(dim=1).clamp(min=1e-30).reshape(-1, 1, 1, 1)
+    u = grad_x.float() / norm
+    region = boundary.float()[:, None]
+    count = region.sum(dim=dims).clamp(min=1)
+    slope = (grad_x0.float() * u).sum(dim=dims)                            # A: dg / da at a = 0
+    curvature = (low_frequency(u, radius) ** 2 * region).sum(dim=dims) / count  # C
+    best = torch.where((slope > 0) & (curvature > 0), slope / (2 * curvature.clamp(min=1e-30)), 0.0)
+    discrepancy = ((low_frequency(x0_hat.float(), radius) - low_frequency(source_latent.float(), radius)) ** 2
+                   * region).sum(dim=dims).sqrt()
+    size = torch.minimum(best, trust * discrepancy) * (strength / (1.0 + strength))
+    return (size.reshape(-1, 1, 1, 1) * u).to(x0_hat.dtype)
+
+
 def stfg_guidance(x: torch.Tensor, sigma: torch.Tensor | float, denoise_fn: Callable[[torch.Tensor], torch.Tensor],
-                  source_latent: torch.Tensor, boundary: torch.Tensor, strength: float,
+                  source_latent: torch.Tensor, boundary: torch.Tensor, strength: float, step: str = "normalised",
                   rho: Callable[[torch.Tensor], torch.Tensor] | float = default_rho, radius: float = 0.5,
                   return_loss: bool = False):
     """One STFG step at a ComfyUI sample x (k-diffusion convention, eps models: x = x0 + sigma * eps).
 
     denoise_fn(x) -> the model's denoised prediction at this sigma (differentiable). Returns the guided denoised
     (and the loss before guidance with `return_loss`), detached; works inside torch.inference_mode().
-
-    Translation of Eq. 14-17 (VP / eps-prediction): z_t = sqrt(abar) x with abar = 1 / (1 + sigma^2), so
-      z_hat_{t->0} (Eq. 14) = (z_t - sqrt(1-abar) eps) / sqrt(abar) = x - sigma eps = denoised(x),
-      grad_{z_t} g = sqrt(1 + sigma^2) grad_x g,
-      eps_hat = eps + lambda rho_t grad_{z_t} g (descent sign, see module doc), and denoised = x - sigma eps gives
+    step "normalised" (default): normalised_step, rho unused. step "paper": Eq. 14-17 translated (VP / eps):
+      z_t = sqrt(abar) x with abar = 1 / (1 + sigma^2), so z_hat_{t->0} (Eq. 14) = x - sigma eps = denoised(x),
+      grad_{z_t} g = sqrt(1 + sigma^2) grad_x g, eps_hat = eps + lambda rho_t grad_{z_t} g (descent sign), i.e.
       denoised_hat = denoised - lambda rho(sigma) sigma sqrt(1 + sigma^2) grad_x g
-    With the default rho = sigma / sqrt(1 + sigma^2): denoised_hat = denoised - lambda sigma^2 grad_x g.
+    (default rho = sigma / sqrt(1 + sigma^2): denoised_hat = denoised - lambda sigma^2 grad_x g).
     The graph (through the model) is built on a fresh leaf clone and freed before returning. x, sigma, the source
     and the boundary may be inference tensors; anything else denoise_fn combines with x (weights, conds) must not
-    be, or autograd refuses to save it for backward (clone such tensors outside inference mode first).
+    be, or autograd refuses to save it for backward (see stfg_stepper.autograd_views).
     """
+    if step not in STEP_RULES:
+        raise ValueError(f"step must be one of {STEP_RULES}")
     with torch.inference_mode(False), torch.enable_grad():
         x_leaf = x.detach().clone().requires_grad_(True)
         sig = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).clone().reshape(-1)
@@ -120,9 +125,13 @@ def stfg_guidance(x: torch.Tensor, sigma: torch.Tensor | float, denoise_fn: Call
         region = boundary.detach().clone()
         denoised = denoise_fn(x_leaf)
         loss = stfg_loss(denoised, source, region, radius)
-        grad_x, = torch.autograd.grad(loss, x_leaf)  # retain_graph=False frees the graph
-        rho_t = rho(sig) if callable(rho) else torch.full_like(sig, float(rho))
-        step = strength * rho_t * sig * torch.sqrt(1.0 + sig ** 2)
-        guided = (denoised.detach() - step.to(grad_x.dtype) * grad_x).detach()
+        if step == "normalised":
+            grad_x, grad_x0 = torch.autograd.grad(loss, (x_leaf, denoised))  # retain_graph=False frees the graph
+            delta = normalised_step(grad_x, grad_x0, denoised.detach(), source, region, strength, radius)
+        else:
+            grad_x, = torch.autograd.grad(loss, x_leaf)
+            rho_t = rho(sig) if callable(rho) else torch.full_like(sig, float(rho))
+            delta = (strength * rho_t * sig * torch.sqrt(1.0 + sig ** 2)).to(grad_x.dtype) * grad_x
+        guided = (denoised.detach() - delta).detach()
         loss_value = loss.detach()
     return (guided, loss_value) if return_loss else guided

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .ca2 import CA2Call, pooled_text_token
 from .checkpoint import CAEditAdapter, adapter_config, load_adapter, save_adapter
-from .comfy_patches import CA2Call, pooled_text_token
 from .dataset import CAEditDataset
 from .refnet import CallHolder, ReferenceNet, attn2_layers, masked_condition, set_ca2_processors
 

@@ -113,6 +113,15 @@ def test_training_free_stfg_changes_the_sample_only_inside_the_mask(server):
     assert np.abs(guided["crop"][inside] - plain["crop"][inside]).mean() > 1.0
 
 
+def test_stfg_at_strength_0_is_the_stock_cfg_guider_bit_for_bit(server):
+    stfg = _run(server, _prompt(server, "caedit_training_free_stfg.json", **{"13": {"strength": 0.0}}))
+    prompt = _prompt(server, "caedit_training_free_stfg.json")
+    inputs = prompt["13"]["inputs"]
+    prompt["13"] = {"class_type": "CFGGuider", "inputs": {k: inputs[k] for k in ("model", "positive", "negative", "cfg")}}
+    stock = _run(server, prompt)
+    assert torch.equal(stfg["sampled"], stock["sampled"])
+
+
 def test_ca2_strength_and_reference_net_change_the_sample(server):
     base = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json", **{"13": {"strength": 0.0}}))
     off = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json",
@@ -128,7 +137,8 @@ def test_adapter_for_another_clip_vision_width_is_refused_clearly(server):
     entry = server.run(prompt, timeout=600)
     error = execution_error(entry)
     assert error is not None and error["node_type"] == "CA2Adapter"
-    assert "32-wide" in error["exception_message"] and "1024" in error["exception_message"]
+    message = error["exception_message"]
+    assert "32-wide" in message and "gives 1024 (ViT-L/14)" in message and "CLIP Vision Loader" in message
 
 
 def test_face_parsing_mask_node_runs_a_local_segformer(server):

@@ -5,13 +5,14 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from caedit_core.comfy_patches import STFGStepper as STFGStepper_
-from caedit_core.comfy_patches import (CAEDIT_KEY, Attn2Patch, CA2Call, CAEditUNetWrapper, GradSafeParameters,
-                                       TextAttentionRecorder, expand_to_batch, pooled_text_token,
-                                       refnet_output_block_patch)
+from caedit_core.ca2 import CA2Call, expand_to_batch, pooled_text_token
+from caedit_core.comfy_patches import CAEDIT_KEY, Attn2Patch, CAEditUNetWrapper, refnet_output_block_patch
+from caedit_core.stfg_stepper import STFGStepper, autograd_views
+from caedit_core.text_attention import TextAttentionRecorder
 from caedit_core.refnet import (CallHolder, ReferenceNet, comfy_attn2_key, masked_condition, set_ca2_processors,
                                 skip_channels)
-from tiny_sd15 import import_comfy, tiny_adapter, tiny_unet, unet_to_ldm
+import tiny_sd15
+from tiny_sd15 import tiny_adapter, tiny_unet
 
 SMALL = dict(sample_size=8, block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D",) * 2,
              up_block_types=("CrossAttnUpBlock2D",) * 2, cross_attention_dim=32, layers_per_block=1)
@@ -20,18 +21,7 @@ SMALL = dict(sample_size=8, block_out_channels=(32, 64), down_block_types=("Cros
 @pytest.fixture(scope="module")
 def unets():
     """The same small inpainting UNet as diffusers and as ComfyUI's own UNetModel (LDM weights via its key map)."""
-    comfy = import_comfy()
-    import comfy.model_detection
-    import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    unet = tiny_unet(0, **SMALL)
-    ldm = unet_to_ldm(unet)
-    config = comfy.model_detection.detect_unet_config(ldm, "")
-    config.update(num_heads=8, num_head_channels=-1)
-    comfy_unet = UNetModel(**config, operations=comfy.ops.disable_weight_init)
-    comfy_unet.load_state_dict(ldm, strict=True)
-    return unet, comfy_unet.eval()
+    return tiny_unet(0, **SMALL), tiny_sd15.comfy_unet(0, inference=False, **SMALL)
 
 
 def _inputs(seed=0, batch=2, clip_dim=1024):
@@ -130,32 +120,41 @@ def test_batch_expansion_and_recorder_take_the_right_rows():
     assert [m.flatten().tolist() for m in rec.stop()] == [[2.0, 3.0]]
 
 
-def test_plain_patch_with_recorder_matches_sdpa_and_records_probabilities():
+def _sdpa(q, k, v, extra_options):
+    b, n, inner = q.shape
+    heads = extra_options["n_heads"]
+    qh, kh, vh = (t.reshape(b, -1, heads, inner // heads).transpose(1, 2) for t in (q, k, v))
+    return torch.nn.functional.scaled_dot_product_attention(qh, kh, vh).transpose(1, 2).reshape(b, n, inner)
+
+
+def test_recording_patch_returns_the_inner_attention_unchanged_and_records_probabilities():
     g = torch.Generator().manual_seed(4)
     q, k, v = (torch.randn(2, 16, 32, generator=g) for _ in range(3))
     rec = TextAttentionRecorder()
-    patch = Attn2Patch(None, rec)
-    silent = patch(q, k, v, {"n_heads": 4, "cond_or_uncond": [0, 1]})
+    patch = Attn2Patch(None, rec, attention=_sdpa)
+    extra = {"n_heads": 4, "cond_or_uncond": [0, 1]}
+    silent = patch(q, k, v, extra)
     rec.start()
-    loud = patch(q, k, v, {"n_heads": 4, "cond_or_uncond": [0, 1]})
+    loud = patch(q, k, v, extra)
     maps = rec.stop()
-    assert torch.allclose(silent, loud, atol=1e-5)
+    assert torch.equal(silent, _sdpa(q, k, v, extra)) and torch.equal(loud, silent)
     assert len(maps) == 1 and maps[0].shape == (1, 16, 16) and torch.allclose(maps[0].sum(-1), torch.ones(1, 16))
 
 
-def test_grad_safe_parameters_make_an_inference_mode_model_differentiable():
+def test_autograd_views_differentiate_an_inference_mode_model_without_copying_it():
     with torch.inference_mode():
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4))
     originals = [p for p in model.parameters()]
     x = torch.randn(1, 3, 6, 6, requires_grad=True)
     with pytest.raises(RuntimeError, match="Inference tensors"):
         model(x).sum().backward()
-    safe = GradSafeParameters(model)
-    assert len(safe) == 4
-    with safe.swapped():
+    with autograd_views(model) as swapped:
+        assert swapped == 4
+        assert [p.data_ptr() for p in model.parameters()] == [p.data_ptr() for p in originals]  # same memory
         grad, = torch.autograd.grad(model(x).square().sum(), x)
     assert grad.abs().sum() > 0
     assert all(a is b for a, b in zip(model.parameters(), originals))  # originals restored
+    assert all(p.is_inference() for p in model.parameters())
 
 
 def test_masked_condition_layout():
@@ -181,8 +180,8 @@ def test_stfg_stepper_guides_an_inference_mode_model_inside_inference_mode():
         x = torch.randn(1, 4, 16, 16, generator=g) * 2.0
         mask = torch.zeros(1, 128, 128)
         mask[:, 24:104, 24:104] = 1
-    stepper = STFGStepper_(mask, strength=10.0)
-    patch = Attn2Patch(None, stepper.recorder)
+    stepper = STFGStepper(mask, strength=10.0)
+    patch = Attn2Patch(None, stepper.recorder, attention=_sdpa)
 
     def predict(z, t):  # k-diffusion denoiser around a conv eps-net, plus a cross-attention the recorder sees
         sigma = t.reshape(-1, 1, 1, 1)
@@ -195,7 +194,7 @@ def test_stfg_stepper_guides_an_inference_mode_model_inside_inference_mode():
         plain = predict(x, sigma)
         stepper.reset(source)
         guided = stepper(x, sigma, predict, net)
-        assert not guided.requires_grad and len(stepper.safe) == 2 and stepper.maps  # 2 swapped weights, maps recorded
+        assert not guided.requires_grad and stepper.views == 2 and stepper.maps  # 2 weights as views, maps recorded
         boundary = stepper.last_boundary
         assert 0 < boundary.sum() < 100 and float(stepper.last_loss) == pytest.approx(float(stfg_loss(plain, source, boundary)), rel=1e-5)
         assert stfg_loss(guided, source, boundary) < 0.7 * stfg_loss(plain, source, boundary)
@@ -209,3 +208,23 @@ def test_reference_net_from_a_comfyui_state_dict_equals_the_diffusers_copy(unets
     a = ReferenceNet.from_unet(unet).state_dict()
     b = ReferenceNet.from_ldm_state_dict(comfy_unet.state_dict(), unet.config).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reference_net_maps_are_recorded_for_stfg_when_asked(unets):
+    """STFG's maps='refnet': the wrapper hands the recorder to the reference net, whose cross-attention layers
+    record the cond rows; the main UNet's output is unchanged by recording."""
+    unet, comfy_unet = unets
+    adapter = tiny_adapter(3, "unet", refnet=True, clip_dim=1024, residual_scale=0.05, unet=unet)
+    i = _inputs(6)
+    options = {"cond_or_uncond": [0, 1], "patches": {"output_block_patch": [refnet_output_block_patch]}}
+    wrapper = CAEditUNetWrapper(i["tokens"], i["mask"], 0.0, False, adapter.refnet, i["cond"], 1.0)
+    executor = lambda x, t, c, y, control, opts: comfy_unet(x, timesteps=t, context=c, transformer_options=opts)  # noqa: E731
+    with torch.no_grad():
+        quiet = wrapper(executor, i["x"], i["t"], i["ctx"], None, None, options)
+        wrapper.refnet_recorder = TextAttentionRecorder()
+        wrapper.refnet_recorder.start()
+        loud = wrapper(executor, i["x"], i["t"], i["ctx"], None, None, options)
+        maps = wrapper.refnet_recorder.stop()
+    assert torch.equal(quiet, loud)
+    assert [tuple(m.shape) for m in maps] == [(1, 64, 5), (1, 16, 5), (1, 16, 5)]  # two down levels + middle
+    assert all(torch.allclose(m.sum(-1), torch.ones_like(m[..., 0])) for m in maps)

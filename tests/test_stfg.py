@@ -1,4 +1,5 @@
-"""STFG (CA-Edit Eq. 7-10, 11-17) in sigma space, and the Blended Diffusion blend / feathered paste."""
+"""STFG (CA-Edit Eq. 7-10, 11-17) in sigma space: the boundary, the low-pass, the paper's step and the normalised
+step (one default for small and large masks), and the feathered paste."""
 from __future__ import annotations
 
 import math
@@ -6,12 +7,13 @@ import math
 import pytest
 import torch
 
-from caedit_core.blend import blend_latents, noise_source, paste_pixels
-from caedit_core.stfg import (boundary_region, default_rho, low_frequency, mean_text_attention, stfg_guidance,
-                              stfg_loss)
+from caedit_core.blend import paste_pixels
+from caedit_core.stfg import boundary_region, default_rho, low_frequency, stfg_guidance, stfg_loss
+from caedit_core.text_attention import mean_text_attention, prompt_token_positions, token_selection
 
 H = W = 16
-LAMBDA = 10.0  # g is a per-pixel mean (1/|Idx|), so useful strengths are of the order of |Idx|
+LAMBDA = 10.0  # paper step: g is a per-pixel mean (1/|Idx|), so useful strengths are of the order of |Idx|
+LAMBDAS = (0.01, 0.1, 1.0, 10.0)  # normalised step: three orders of magnitude
 
 
 def test_boundary_region_hand_example():
@@ -50,20 +52,35 @@ def test_low_frequency_keeps_constant_and_removes_checkerboard():
                                                                        atol=1e-5)
 
 
-def _toy(seed=0, dtype=torch.float32):
-    """Gaussian-posterior denoiser around a smooth prior, slightly non-linear; square mask; attention peaked in
-    the middle of the mask, so the boundary region is the mask's rim."""
+def _toy(seed=0, dtype=torch.float32, half=5, size=H, scale=1.0):
+    """Gaussian-posterior denoiser around a smooth prior, slightly non-linear, its output times `scale` (a model
+    of another scale); square mask of half-width `half`; attention peaked in the middle of the mask, so the
+    boundary region is the mask's rim."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=dtype), torch.arange(W, dtype=dtype), indexing="ij")
-    mask = (((yy - 7.5).abs() <= 5) & ((xx - 7.5).abs() <= 5)).to(dtype)[None]
-    attn = torch.exp(-((yy - 7.5) ** 2 + (xx - 7.5) ** 2) / 18.0)[None]
-    prior = low_frequency(torch.randn(1, 4, H, W, generator=g, dtype=dtype), 0.3) * 3
-    source = torch.randn(1, 4, H, W, generator=g, dtype=dtype)
-    noise = torch.randn(1, 4, H, W, generator=g, dtype=dtype)
+    c = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=dtype), torch.arange(size, dtype=dtype), indexing="ij")
+    mask = (((yy - c).abs() <= half) & ((xx - c).abs() <= half)).to(dtype)[None]
+    attn = torch.exp(-((yy - c) ** 2 + (xx - c) ** 2) / (0.7 * half ** 2))[None]
+    prior = low_frequency(torch.randn(1, 4, size, size, generator=g, dtype=dtype), 0.3) * 3
+    source = torch.randn(1, 4, size, size, generator=g, dtype=dtype)
+    noise = torch.randn(1, 4, size, size, generator=g, dtype=dtype)
 
     def denoise(x, sigma):
-        return (x + sigma ** 2 * prior) / (1 + sigma ** 2) + 0.1 * torch.tanh(x)
+        return scale * ((x + sigma ** 2 * prior) / (1 + sigma ** 2) + 0.1 * torch.tanh(x))
     return mask, boundary_region(attn, mask), prior, source, noise, denoise
+
+
+def _toy_sample(toy, strength, step="normalised", steps=10):
+    """Euler from sigma 3 to 0 with STFG and Blended Diffusion (the source noised to each sigma outside the mask)."""
+    mask, boundary, prior, source, noise, denoise = toy
+    sigmas = torch.linspace(3.0, 0.0, steps + 1)
+    m = mask[:, None]
+    x = prior + sigmas[0] * noise
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        d = stfg_guidance(x, s, lambda z: denoise(z, s), source, boundary, strength, step=step)
+        x = x + (x - d) / s * (s_next - s)  # Euler
+        x = (source + s_next * noise) * (1 - m) + x * m
+    return x
 
 
 def test_one_stfg_step_lowers_low_frequency_discrepancy_on_boundary():
@@ -72,7 +89,8 @@ def test_one_stfg_step_lowers_low_frequency_discrepancy_on_boundary():
     sigma, sigma_next = 2.0, 1.5
     x = prior + sigma * noise
     plain = denoise(x, sigma)
-    guided, loss = stfg_guidance(x, sigma, lambda z: denoise(z, sigma), source, boundary, LAMBDA, return_loss=True)
+    guided, loss = stfg_guidance(x, sigma, lambda z: denoise(z, sigma), source, boundary, LAMBDA, step="paper",
+                                 return_loss=True)
     g_plain, g_guided = stfg_loss(plain, source, boundary), stfg_loss(guided, source, boundary)
     assert torch.isclose(loss, g_plain)
     assert g_guided < 0.5 * g_plain
@@ -97,7 +115,7 @@ def test_sigma_space_guidance_equals_paper_eps_formula(rho):
     grad_z, = torch.autograd.grad(stfg_loss(x0_of(eps), source, boundary), z)
     rho_t = math.sqrt(1 - abar) if rho is None else rho
     want = x0_of(eps + LAMBDA * rho_t * grad_z).detach()  # descent sign
-    got = stfg_guidance(x, sigma, lambda v: denoise(v, sigma), source, boundary, LAMBDA,
+    got = stfg_guidance(x, sigma, lambda v: denoise(v, sigma), source, boundary, LAMBDA, step="paper",
                         rho=default_rho if rho is None else rho)
     assert torch.allclose(got, want, atol=1e-10)
     printed_sign = x0_of(eps - LAMBDA * rho_t * grad_z).detach()  # Eq. 10 as printed raises g
@@ -122,35 +140,59 @@ def test_stfg_inside_inference_mode_leaves_no_graph():
     assert (guided - plain).abs().max() > 1e-3
 
 
-def test_blend_is_source_outside_and_x_inside_exactly():
-    torch.manual_seed(0)
-    x, src = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
-    mask = torch.zeros(2, 64, 64)
-    mask[:, 16:40, 8:32] = 1.0  # pixel MASK aligned to the 8x8 latent cells
-    out = blend_latents(x, src, mask)
-    inside = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
-    inside[:, :, 2:5, 1:4] = True
-    assert torch.equal(out, torch.where(inside, x, src))
-    mask[:, 16:20, 32:36] = 1.0  # a quarter of latent cell (2, 4)
-    soft = blend_latents(x, src, mask)
-    assert torch.allclose(soft[:, :, 2, 4], 0.75 * src[:, :, 2, 4] + 0.25 * x[:, :, 2, 4])
-
-
 def test_toy_sampling_with_blending_and_stfg_keeps_source_outside_mask():
-    mask, boundary, prior, source, noise, denoise = _toy()
-    sigmas = torch.linspace(3.0, 0.0, 11)
-
-    def sample(strength):
-        x = noise_source(prior, noise, sigmas[0])
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):
-            d = stfg_guidance(x, s, lambda z: denoise(z, s), source, boundary, strength)
-            x = x + (x - d) / s * (s_next - s)  # Euler
-            x = blend_latents(x, noise_source(source, noise, s_next), mask)
-        return x
-    guided, plain = sample(LAMBDA), sample(0.0)
+    toy = _toy()
+    mask, boundary, _, source, _, _ = toy
+    guided, plain = _toy_sample(toy, 1.0), _toy_sample(toy, 0.0)
     outside = (mask == 0).expand_as(guided[0])[None]
     assert (guided - source)[outside].abs().max() <= 1e-6  # latent tolerance: float32, last blend at sigma 0
-    assert stfg_loss(guided, source, boundary) < 0.7 * stfg_loss(plain, source, boundary)
+    assert stfg_loss(guided, source, boundary) < 0.5 * stfg_loss(plain, source, boundary)
+
+
+@pytest.mark.parametrize("half, size, scale", [(2, 16, 1.0), (5, 16, 1.0), (13, 32, 1.0), (5, 16, 20.0)])
+def test_normalised_step_one_default_for_small_and_large_masks_and_any_model_scale(half, size, scale):
+    """The low-frequency discrepancy after sampling falls monotonically across lambda 0.01 .. 10, and lambda 1 at
+    least halves it, for masks of 25 to 729 pixels (boundaries of 4 to 108) and for a model whose output is 20 times larger."""
+    toy = _toy(half=half, size=size, scale=scale)
+    boundary, source = toy[1], toy[3]
+    assert boundary.sum() > 0
+    losses = [float(stfg_loss(_toy_sample(toy, lam), source, boundary)) for lam in (0.0, *LAMBDAS)]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[LAMBDAS.index(1.0) + 1] < 0.5 * losses[0], losses
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_paper_step_depends_on_the_mask_size_and_the_normalised_step_does_not():
+    """Why the default changed: one step at sigma 2 with Eq. 10's step, lambda 30, makes a 4-pixel boundary 4x
+    worse and helps a 108-pixel one; the normalised step does the same on both at every lambda."""
+    def one_step(toy, lam, step):
+        mask, boundary, prior, source, noise, denoise = toy
+        x = prior + 2.0 * noise
+        plain = stfg_loss(denoise(x, 2.0), source, boundary)
+        guided = stfg_guidance(x, 2.0, lambda z: denoise(z, 2.0), source, boundary, lam, step=step)
+        return float(stfg_loss(guided, source, boundary) / plain)
+    small, large = _toy(half=2), _toy(half=13, size=32)
+    assert small[1].sum() == 4 and large[1].sum() == 108
+    assert one_step(small, 30.0, "paper") > 2.0 and one_step(large, 30.0, "paper") < 0.5
+    curves = [[one_step(toy, lam, "normalised") for lam in (0.0, *LAMBDAS, 1000.0)] for toy in (small, large)]
+    for ratios in curves:
+        assert all(b < a for a, b in zip(ratios, ratios[1:])) and ratios[-1] > 0, ratios
+    assert max(abs(a - b) for a, b in zip(*curves)) < 0.05, curves
+
+
+def test_prompt_tokens_leave_out_start_end_and_padding():
+    chunk = [(49406, 1.0), (320, 1.0), (1125, 1.2), (49407, 1.0)] + [(49407, 1.0)] * 73
+    assert prompt_token_positions(chunk) == [1, 2]
+    assert prompt_token_positions([49406, 7, 49407, 49407]) == [1]
+    assert token_selection("auto", [1, 2]) == [1, 2] and token_selection("auto", None) == slice(1, None)
+    assert token_selection("all") is None
+    with pytest.raises(ValueError, match="prompt"):
+        token_selection("prompt", None)
+    attn = torch.zeros(1, 4, 77)
+    attn[0, :2, 1] = 1.0  # word 1 attends to the top row only
+    attn[0, :, 5:] = 0.5  # padding everywhere
+    words = mean_text_attention([attn], 2, 2, token_selection("prompt", [1, 2]))
+    assert torch.equal(words, torch.tensor([[[0.5, 0.5], [0.0, 0.0]]]))
 
 
 def test_paste_pixels_feathers_inward_only():

@@ -221,3 +221,31 @@ def pack_node_module(name: str):
         sys.modules[package] = module
         spec.loader.exec_module(module)
     return importlib.import_module(f"{package}.nodes.{name}")
+
+
+def comfy_unet(seed: int = 0, inference: bool = True, **overrides):
+    """tiny_unet() as ComfyUI's own UNetModel (LDM weights via its key map), created under inference_mode as
+    ComfyUI's loaders do unless inference=False."""
+    import_comfy()
+    import comfy.model_detection
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    ldm = unet_to_ldm(tiny_unet(seed, **overrides))
+    config = comfy.model_detection.detect_unet_config(ldm, "")
+    config.update(num_heads=8, num_head_channels=-1)
+    with torch.inference_mode(inference):
+        model = UNetModel(**config, operations=comfy.ops.disable_weight_init)
+        model.load_state_dict(ldm, strict=True)
+    return model.eval()
+
+
+def cfg_denoiser(unet, concat: torch.Tensor, context: torch.Tensor, options: dict, cfg: float = 7.5):
+    """predict(z, sigma) -> CFG denoised latent of an eps inpainting UNet (k-diffusion scaling), cond + uncond in
+    one batch as ComfyUI runs them; concat (1, 5, h, w) = [mask, masked latent], context (2, 77, C) = [cond, uncond]."""
+    def predict(z, sigma):
+        s = sigma.reshape(-1, 1, 1, 1)
+        zin = torch.cat([z, concat], 1).repeat(2, 1, 1, 1) / (1 + s ** 2).sqrt()
+        eps_c, eps_u = unet(zin, timesteps=torch.full((2,), 500.0), context=context, transformer_options=options).chunk(2)
+        return z - s * (eps_u + cfg * (eps_c - eps_u))
+    return predict
