@@ -43,3 +43,15 @@ def test_bench_lato_native_prints_memory_per_budget_and_both_step_times():
     assert fp8_row.count("(partial)") == 2    # fp8 loads whole from 16 GB on
     assert re.search(r"native \(core CFGGuider \+ euler\)\s+[\d.]+ ms/step", out)
     assert re.search(r"standalone engine\s+[\d.]+ ms/step\s+ratio to engine\s+1\.00", out)
+
+
+def test_bench_stfg_prints_time_and_peak_memory_side_by_side():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_stfg.py"), "--latent", "8", "--repeats", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    plain = re.search(r"unguided step\s+[\d.]+ ms \(median\)\s+peak memory\s+([\d.]+) MB", out)
+    guided = re.search(r"STFG-guided step\s+[\d.]+ ms \(median\)\s+peak memory\s+([\d.]+) MB", out)
+    assert plain and guided and float(guided.group(1)) > 0, out
+    assert re.search(r"ratio guided / unguided = [\d.]+ time .*, [\d.]+ peak memory", out)
+    assert "copied for the guided step: 0 MB" in out
