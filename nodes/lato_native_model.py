@@ -116,7 +116,7 @@ class LaToDiffusionModel(Step1XEditDiT):
     def forward(self, x, timestep, context, attention_mask=None, ref_latents=None, lato_landmarks=None,
                 transformer_options={}, control=None, **kwargs):
         compute = x.dtype
-        self.compute_dtype = compute
+        self.compute_dtype = self.connector.compute_dtype = compute   # weights may be stored in fp8
         grid_hw = grid_hw_for_latent(x)
         if attention_mask is None:
             attention_mask = torch.ones(context.shape[:2], device=x.device)

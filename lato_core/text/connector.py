@@ -53,9 +53,9 @@ class TimestepEmbedder(nn.Module):
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(operations.Linear(freq_dim, hidden), nn.SiLU(), operations.Linear(hidden, hidden))
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        features = timestep_embedding(t, self.freq_dim, TIME_FACTOR)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+    def forward(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """dtype: the activations' (weights may be stored narrower and cast per layer)."""
+        return self.mlp(timestep_embedding(t, self.freq_dim, TIME_FACTOR).to(dtype))
 
 
 class TextProjection(nn.Module):
@@ -130,7 +130,7 @@ class SingleTokenRefiner(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         context = x.mean(dim=1) if mask is None else masked_mean(x, mask)
-        c = self.t_embedder(t) + self.c_embedder(context)
+        c = self.t_embedder(t, x.dtype) + self.c_embedder(context)
         return self.individual_token_refiner(self.input_embedder(x), c, mask)
 
 
@@ -142,9 +142,12 @@ class Qwen2Connector(nn.Module):
         self.global_proj_out = operations.Linear(cfg.in_dim, cfg.pooled_dim)
         self.scale_factor = nn.Parameter(torch.full((1,), -(1 - 0.09)))  # release init; the checkpoint overrides
 
+    compute_dtype: torch.dtype | None = None   # set when weights are stored narrower (fp8) than computed
+
     @property
     def dtype(self) -> torch.dtype:
-        return self.global_proj_out.weight.dtype
+        """The activations' dtype: compute_dtype, else the weights' own."""
+        return self.compute_dtype or self.global_proj_out.weight.dtype
 
     @property
     def device(self) -> torch.device:
