@@ -37,6 +37,11 @@ class STFGGuider:
                 "Low-pass box as a fraction of Nyquist; 0.5 is the paper's H/4 window."}),
             "boundary_rule": (list(BOUNDARY_RULES), {"default": "masked", "tooltip":
                 "masked: mean/std of the text attention over the mask (Eq. 7). full_frame: appendix Eq. 13."}),
+            "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Start guiding at this fraction of the schedule."}),
+            "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Stop guiding after this fraction of the schedule (each guided step costs a backward pass)."}),
+            "blend": ("BOOLEAN", {"default": True, "tooltip":
+                "Blended Diffusion: keep the source (noised to each step) outside the mask, when the latent has no noise mask of its own."}),
+            # new inputs go last: saved workflows fill widgets by position
             "tokens": (list(TOKEN_CHOICES), {"default": "auto", "tooltip":
                 "Text tokens whose attention marks the edit (Eq. 11). prompt: the prompt's own words (needs clip and "
                 "prompt_text); all_but_start: every token after the start token, end and padding included; all: "
@@ -47,10 +52,6 @@ class STFGGuider:
             "step": (list(STEP_RULES), {"default": "normalised", "tooltip":
                 "normalised: step sized in x0 space (mask- and model-independent). paper: Eq. 10 as printed, whose "
                 "useful lambda depends on the boundary size (~ its number of latent pixels)."}),
-            "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Start guiding at this fraction of the schedule."}),
-            "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Stop guiding after this fraction of the schedule (each guided step costs a backward pass)."}),
-            "blend": ("BOOLEAN", {"default": True, "tooltip":
-                "Blended Diffusion: keep the source (noised to each step) outside the mask, when the latent has no noise mask of its own."}),
         }, "optional": {
             "source_latent": ("LATENT", {"tooltip":
                 "The unmasked source latent for the low-frequency target. Default: the sampled latent (correct with "

@@ -122,6 +122,16 @@ def test_stfg_at_strength_0_is_the_stock_cfg_guider_bit_for_bit(server):
     assert torch.equal(stfg["sampled"], stock["sampled"])
 
 
+def test_prompt_tokens_and_reference_net_maps_run_in_the_real_server(server):
+    words = {"13": {"clip": ["5", 1], "prompt_text": spec.ATTRIBUTE, "tokens": "prompt"}}
+    by_words = _run(server, _prompt(server, "caedit_training_free_stfg.json", **words))
+    by_all = _run(server, _prompt(server, "caedit_training_free_stfg.json", **{"13": {"tokens": "all_but_start"}}))
+    assert not torch.equal(by_words["sampled"], by_all["sampled"])  # another boundary region, another sample
+    refnet = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json", **{"13": {"maps": "refnet"}}))
+    unet = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json"))
+    assert not torch.equal(refnet["sampled"], unet["sampled"])
+
+
 def test_ca2_strength_and_reference_net_change_the_sample(server):
     base = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json", **{"13": {"strength": 0.0}}))
     off = _run(server, _prompt(server, "caedit_ca2_stfg_inpaint.json",
