@@ -1,5 +1,6 @@
 """The example workflows as templates: title, groups, a note, download links the frontend's missing-models dialog
 accepts, and a thumbnail the template browser shows."""
+import contextlib
 import copy
 import json
 import urllib.request
@@ -9,9 +10,9 @@ from PIL import Image
 
 from scripts.build_workflows import PRESENTATION, build
 from scripts.build_workflows import WORKFLOWS as SPECS
-from scripts.comfy_server import PACK_DIR, PACK_NAME
+from scripts.comfy_server import PACK_DIR, PACK_NAME, ComfyServer
 from scripts.workflow_api import ui_to_api
-from tests.workflow_models import BUILDERS
+from tests.workflow_models import BUILDERS, install_models
 
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 IDS = [p.stem for p in WORKFLOWS]
@@ -140,9 +141,8 @@ def test_the_server_serves_the_thumbnails_where_the_template_browser_asks(comfy)
             assert reply.read() == path.with_suffix(".jpg").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def page_without_models(comfy):
-    """The real frontend on a server with no model files, as a new user opens the templates."""
+@contextlib.contextmanager
+def _frontend(server):
     from playwright.sync_api import sync_playwright
 
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
@@ -150,12 +150,21 @@ def page_without_models(comfy):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        local_only = lambda route: route.continue_() if route.request.url.startswith(comfy.url) else route.abort()  # noqa: E731
+        local_only = lambda route: route.continue_() if route.request.url.startswith(server.url) else route.abort()  # noqa: E731
         page.route("**/*", local_only)
-        page.goto(comfy.url, wait_until="networkidle")
+        page.goto(server.url, wait_until="networkidle")
         page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page_without_models(comfy):
+    """The real frontend on a server with no model files, as a new user opens the templates."""
+    with _frontend(comfy) as page:
         yield page
-        browser.close()
 
 
 MISSING_MODELS_JS = """Array.from(document.querySelectorAll('.p-dialog')).map(d => d.innerText)
@@ -185,3 +194,18 @@ def test_the_frontend_offers_the_downloads_sees_the_groups_and_never_sends_the_n
     info = comfy.object_info()
     sent = {node_id: {"class_type": node["class_type"], "inputs": node["inputs"]} for node_id, node in sent.items()}
     assert sent == ui_to_api(workflow, info)
+
+
+@pytest.mark.comfy
+@pytest.mark.browser
+def test_installed_files_are_not_reported_missing(tmp_path):
+    """The names and folders in the links are the ones the server lists, so a user with the files sees no dialog."""
+    with ComfyServer(tmp_path / "comfy") as server:
+        info = server.object_info()
+        workflow = _load(PACK_DIR / "workflows" / "lato_edit.json")
+        install_models(ui_to_api(workflow, info), server.base / "models")
+        with _frontend(server) as page:
+            page.evaluate("wf => window.app.loadGraphData(wf)", workflow)
+            page.wait_for_function(f"window.app.graph._nodes.length === {len(workflow['nodes'])}", timeout=30_000)
+            page.wait_for_timeout(3000)   # the dialog, if any, opens after the model folders are read
+            assert page.evaluate(MISSING_MODELS_JS) == []
