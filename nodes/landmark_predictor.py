@@ -43,8 +43,10 @@ class FaceEditLandmarkPredictor:
             "landmarks": (LANDMARKS, {"tooltip": "Source landmarks on the face crop (crop_landmarks from Face Crop)."}),
             "instruction": ("STRING", {"multiline": True, "default": "turn her head 30 degrees left and smile slightly",
                                        "tooltip": "English edit: expressions (happy, sad, angry, surprised, fearful, "
-                                                  "disgusted; slightly/strongly) and head turns in degrees or words. "
-                                                  "Left/right are the subject's own sides. May be empty."}),
+                                                  "disgusted; slightly/strongly; 'neutral' removes the photo's own "
+                                                  "expression) and head turns in degrees or words. Left/right are the "
+                                                  "subject's own sides. May be empty; at most 2000 characters. Turns "
+                                                  "past yaw 90 / pitch 70 / roll 60 are capped with a warning."}),
             "mode": (list(MODES), {"default": "parametric", "tooltip":
                 "parametric: instant, no weights. vlm: the loaded VLM only (errors if its answer is unusable). "
                 "vlm_with_fallback: the VLM, or the parametric predictor when its answer fails the checks."}),
@@ -63,6 +65,9 @@ class FaceEditLandmarkPredictor:
         return {"required": required, "optional": {
             "crops": ("IMAGE", {"tooltip": "The face crops: needed by the VLM, and used for the preview."}),
             "vlm": (VLM, {"tooltip": "From the VLM landmark predictor loader (modes vlm / vlm_with_fallback)."}),
+            "neutral": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                "Remove the photo's own expression first: 1 = fully neutral (closed relaxed mouth, relaxed brows "
+                "and lids), 0.5 = halfway. Other expressions are added after. Same as 'neutral' in the instruction."}),
         }}
 
     RETURN_TYPES = (LANDMARKS, "IMAGE", "STRING")
@@ -73,7 +78,8 @@ class FaceEditLandmarkPredictor:
     CATEGORY = CATEGORY
 
     def predict(self, landmarks, instruction, mode, yaw, pitch, roll, mouth_open, blink, brow_raise, keep_centre,
-                crops=None, vlm=None, **expressions):
+                crops=None, vlm=None, neutral=0.0, **expressions):
+        expressions["neutral"] = neutral
         controls = Controls(yaw, pitch, roll, expressions, mouth_open, blink, brow_raise)
         targets, reports = predict_targets(landmarks, instruction, controls, mode, vlm, crops, keep_centre)
         drawn = draw_batch(targets, crops)

@@ -32,7 +32,7 @@ TABLE = [
     ("make her smile, a lot", dict(expr={"happy": 1}, i=1.5)),
     ("70% happy", dict(expr={"happy": 1}, i=0.7)),
     ("she looks very sad", dict(expr={"sad": 1}, i=1.5)),
-    ("make him frown", dict(expr={"sad": 1}, i=1.0)),
+    ("make him frown", dict(expr={"sad": 1}, i=1.0, brow_raise=-1.0)),
     ("make her cry", dict(expr={"sad": 1}, i=1.5)),
     ("look a little disappointed", dict(expr={"sad": 1}, i=0.25)),
     ("make him furious", dict(expr={"angry": 1}, i=1.5)),

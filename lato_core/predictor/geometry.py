@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import FaceEditError
 from ..face.landmarks import FaceLandmarks
+from .expression_blend import keep_signatures, neutralised
 from .face_model import CONTOUR_EXPONENT, FaceModel3D, load_face_model
 
 LIMITS = {"yaw": 90.0, "pitch": 70.0, "roll": 60.0}  # target pose is clipped to +-these
@@ -183,13 +184,17 @@ def estimate_pose(face: FaceLandmarks, model: FaceModel3D | None = None) -> tupl
     return fit.yaw, fit.pitch, fit.roll
 
 
-def _target_angle(axis: str, current: float, params) -> float:
+def _target_angle(axis: str, current: float, params, warnings: list[str] | None = None) -> float:
     delta = float(getattr(params, axis))
     if axis in params.frontal:
         current = 0.0
     elif delta == 0:
         return current  # untouched axes keep the source pose exactly, even beyond the limits
-    return float(np.clip(current + delta, -LIMITS[axis], LIMITS[axis]))
+    target = float(np.clip(current + delta, -LIMITS[axis], LIMITS[axis]))
+    if warnings is not None and abs(target - (current + delta)) > 0.5:
+        warnings.append(f"The face's {axis} is {current:.0f} degrees; {delta:+.0f} more would pass the {LIMITS[axis]:.0f} "
+                        f"degree limit, so the target {axis} is {target:.0f} (a change of {target - current:+.0f}).")
+    return target
 
 
 def _close_gaps(shape: np.ndarray, pairs, amount: float, upper_share: float) -> np.ndarray:
@@ -202,12 +207,27 @@ def _close_gaps(shape: np.ndarray, pairs, amount: float, upper_share: float) -> 
     return out
 
 
-def edited_shape(shape: np.ndarray, params, model: FaceModel3D) -> np.ndarray:
-    """Canonical shape with the expression, brow, mouth and eyelid edits of params applied."""
-    out = shape + model.expression_offsets(params.expression_amounts()) + model.brow_offsets(params.brow_raise)
+def identity_shape(fit: FaceFit, model: FaceModel3D) -> np.ndarray:
+    """The part of the lifted shape the identity model explains (mean + shape coefficients)."""
+    k = model.shape_basis.shape[0]
+    return model.mean + (np.tensordot(fit.coefficients, model.shape_basis, axes=1) if k else 0.0)
+
+
+def edited_shape(shape: np.ndarray, params, model: FaceModel3D, identity: np.ndarray | None = None,
+                 warnings: list[str] | None = None) -> np.ndarray:
+    """Canonical shape with the neutral, expression, brow, mouth and eyelid edits of params applied.
+    'neutral' (0..1) first removes the subject's own expression (identity: see identity_shape; the model's
+    mean when None); the other expressions are then added with their signatures kept (expression_blend)."""
+    amounts = params.expression_amounts()
+    neutral = amounts.pop("neutral", 0.0)
+    out = neutralised(shape, model.mean if identity is None else identity, model, neutral) if neutral > 0 else shape
+    offsets = model.expression_offsets(amounts) + model.brow_offsets(params.brow_raise)
     if params.mouth_open > 0:
-        out = out + params.mouth_open * MOUTH_OPEN_IOD * model.jaw_drop()
-    elif params.mouth_open < 0:  # raise the jaw by the centre gap, then meet the lips at the sides
+        offsets = offsets + params.mouth_open * MOUTH_OPEN_IOD * model.jaw_drop()
+    owners = {name: a for name, a in amounts.items() if a > 0}
+    owners["brow_raise" if params.brow_raise > 0 else "brow_lower"] = abs(params.brow_raise)
+    out = out + keep_signatures(offsets, owners, model, warnings)
+    if params.mouth_open < 0:  # raise the jaw by the centre gap, then meet the lips at the sides
         amount = min(-params.mouth_open, 1.0)
         out = out - amount * max(out[62, 1] - out[66, 1], 0.0) * model.jaw_drop()
         out = _close_gaps(out, _LIP_PAIRS, amount, upper_share=0.0)
@@ -227,13 +247,15 @@ def facing_viewer(model: FaceModel3D, rotation: np.ndarray) -> np.ndarray:
 
 
 def predict_landmarks(face: FaceLandmarks, params, model: FaceModel3D | None = None,
-                      keep_centre: bool = False) -> FaceLandmarks:
-    """Landmarks of `face` after the edit in params (an EditParams), on the same canvas."""
+                      keep_centre: bool = False, warnings: list[str] | None = None) -> FaceLandmarks:
+    """Landmarks of `face` after the edit in params (an EditParams), on the same canvas. Pose limits
+    reached and expressions that pull one feature opposite ways are appended to `warnings`."""
     model = model or load_face_model()
     fit = fit_face(face, model)
-    pose = [_target_angle(axis, getattr(fit, axis), params) for axis in ("yaw", "pitch", "roll")]
+    pose = [_target_angle(axis, getattr(fit, axis), params, warnings) for axis in ("yaw", "pitch", "roll")]
     rotation = rotation_matrix(*pose)
-    shape = edited_shape(fit.shape, params, model) + contour_sliding(model, rotation)[0]
+    shape = edited_shape(fit.shape, params, model, identity_shape(fit, model), warnings)
+    shape = shape + contour_sliding(model, rotation)[0]
     points = project(shape, rotation, fit.scale, fit.translation)
     if keep_centre:
         points += face.points.mean(axis=0) - points.mean(axis=0)

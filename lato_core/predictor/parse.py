@@ -26,7 +26,17 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
+from ..errors import FaceEditError
 from .face_model import EXPRESSIONS
+from .geometry import LIMITS
+
+MAX_INSTRUCTION_CHARS = 2000
+_ANSI = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class InstructionError(FaceEditError):
+    """An instruction that cannot be read safely (too long, a number that is not finite)."""
 
 BASE_ANGLE = 30.0
 LEVELS = {"slightly": 0.5, "normally": 1.0, "strongly": 1.5}
@@ -57,7 +67,7 @@ class EditParams:
         amounts = dict.fromkeys(EXPRESSIONS, 0.0) | self.expression_amounts()
         for name, value in (expressions or {}).items():
             if name not in amounts:
-                raise ValueError(f"Unknown expression '{name}'; use one of {', '.join(EXPRESSIONS)}.")
+                raise InstructionError(f"Unknown expression '{name}'; use one of {', '.join(EXPRESSIONS)}.")
             amounts[name] += float(value)
         return replace(self, yaw=self.yaw + yaw, pitch=self.pitch + pitch, roll=self.roll + roll,
                        expressions=amounts, intensity=1.0, mouth_open=self.mouth_open + mouth_open,
@@ -74,7 +84,8 @@ _SYNONYMS = {
     "happy:0.5": "content pleased smirk smirks smirking",
     "happy:1.5": "laugh laughs laughing laughter ecstatic overjoyed elated beaming beam beams thrilled",
     "sad": "sad sadder sadly sadness unhappy sorrowful sorrow gloomy miserable melancholy melancholic depressed "
-           "downcast frown frowns frowning dejected grief grieving upset heartbroken",
+           "downcast dejected grief grieving upset heartbroken",
+    "sad:1.0": "frown frowns frowning frowned",
     "sad:0.5": "disappointed pout pouts pouting glum",
     "sad:1.5": "cry cries crying tearful in_tears sobbing devastated",
     "angry": "angry angrier angrily anger mad scowl scowls scowling glare glares glaring irate cross",
@@ -110,11 +121,12 @@ _ROLL_VERBS = (r"\b(tilt|tilts|tilting|tilted|lean|leans|leaning|cock|cocks|cock
 _YAW_VERBS = (r"\b(turn|turns|turning|turned|rotate|rotates|rotating|rotated|look|looks|looking|face|faces|"
               r"facing|glance|glances|glancing|swivel|twist|twists|pan|spin)\b")
 _NEGATION = re.compile(r"\b(not|no|stop|stops|without|never|don't|doesn't|isn't|no longer)\s+(?:\w+\s+)?$")
-_G = r"(?:\s+\w+)?"  # an optional possessive or article: "raise HER brows"
+_G = r"(?:\s+\w+)?"
+_NUMBER = r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?)"  # exponents read whole: 1e400 is not 400  # an optional possessive or article: "raise HER brows"
 
 # (pattern, kind, payload) in priority order; a match cannot overlap an earlier one.
 _RULES = [
-    (r"\b(yaw|pitch|roll)\s*(?:of|by|to|=|:)?\s*([-+]?\d+(?:\.\d+)?)", "axis", None),
+    (r"\b(yaw|pitch|roll)\s*(?:of|by|to|=|:)?\s*" + _NUMBER, "axis", None),
     (r"\bwink(?:s|ing)?\b", "unsupported", "A wink (one eye) is not supported; use blink for both eyes."),
     (r"\b(poker face|straight face|no expression|relaxed face|in tears|in awe|grossed out)\b", "expr", None),
     (r"\b(?:face|faces|facing|look|looks|looking|turn|turns)\s+(?:at\s+|to\s+|toward\s+|towards\s+)?(?:the\s+)?"
@@ -143,7 +155,7 @@ _RULES = [
     (r"\b(?:lower|lowers|lowering|dip|dips|bow|bows|bowing|tuck|tucks|drop|drops)" + _G + r"\s+(?:head|chin|face)\b|"
      r"\bchin down\b|\b(?:tilt|tilts|tilting|tip|tips|lean|leans)" + _G + r"(?:\s+head)?\s+forwards?\b",
      "dir", ("pitch", -1, 1.0)),
-    (r"\bnod(?:s|ding)?\b|\bbow(?:s|ing)?\b", "dir", ("pitch", -1, 0.5)),
+    (r"\bnod(?:s|ding|ded)?\b|\bbow(?:s|ing)?\b", "nod", ("pitch", -1, 0.5)),
     (r"\b(?:counter|anti) ?clockwise\b", "dir", ("roll", -1, 1.0)),
     (r"\bclockwise\b", "dir", ("roll", 1, 1.0)),
     (r"\b(?:half profile|3 quarters?(?: view)?|3/4(?: view)?)\b", "angle", 45.0),
@@ -153,7 +165,7 @@ _RULES = [
      rf"image|picture|frame|photo|us|me|our)\b)?", "lr", None),
     (r"\b(?:up|upward|upwards|skyward|skywards)\b", "dir", ("pitch", 1, 1.0)),
     (r"\b(?:down|downward|downwards)\b", "dir", ("pitch", -1, 1.0)),
-    (r"([-+]?\d+(?:\.\d+)?)\s*(degrees?|degs?|%|percent)?", "number", None),
+    (_NUMBER + r"\s*(degrees?|degs?|%|percent)?", "number", None),
     (r"\b(" + "|".join(sorted(_EXPRESSION_WORDS, key=len, reverse=True)) + r")\b", "expr", None),
 ] + [(r"\b(" + words + r")\b", "mod", factor) for factor, words in _MODIFIERS]
 _RULES = [(re.compile(p), kind, payload) for p, kind, payload in _RULES]
@@ -189,7 +201,7 @@ def parse_instruction(text: str) -> EditParams:
     """Parse an English instruction; unknown words are ignored, doubtful readings add warnings."""
     warnings, frontal, explicit = [], set(), {a: [] for a in AXES}
     targets, previous, lr_axis = [], [], "yaw"
-    for clause in _clauses(_normalise(text or "")):
+    for clause in _clauses(_normalise(_sanitised(text, warnings))):
         items = _scan(clause)
         if re.search(_YAW_VERBS, clause):
             lr_axis = "yaw"
@@ -199,7 +211,9 @@ def parse_instruction(text: str) -> EditParams:
         for it in items:
             m, kind = it["match"], it["kind"]
             if kind == "axis":
-                explicit[m[1]].append(float(m[2]))
+                explicit[m[1]].append(_finite(m[2]))
+            elif kind == "nod":
+                found.append(dict(it, kind="dir", axis="pitch", sign=-1, factor=0.5, weak=True))
             elif kind == "unsupported":
                 warnings.append(it["payload"])
             elif kind == "frontal":
@@ -214,6 +228,11 @@ def parse_instruction(text: str) -> EditParams:
                 found.append(dict(it, negated=kind == "expr" and bool(_NEGATION.search(clause[:m.start()]))))
         for t in found:
             t.update(mods=[], angle=None)
+        if any(t["kind"] == "dir" and t["axis"] == "pitch" and not t.get("weak") for t in found):
+            found = [t for t in found if not t.get("weak")]  # "nod upward": the direction word wins
+        for t in list(found):  # "frown": the sad mouth plus lowered, knitted brows, sharing modifiers
+            if t["kind"] == "expr" and t["match"][1].startswith("frown"):
+                found.append(dict(t, kind="slider", payload=("brow_raise", -1.0)))
         # A clause without its own target ("..., a lot") qualifies the previous clause's last one.
         pool = found or previous[-1:]
         _attach(items, pool, warnings)
@@ -232,7 +251,7 @@ def _attach(items: list[dict], pool: list[dict], warnings: list[str]) -> None:
             dirs = pool[-1:]
         if it["kind"] in ("angle", "number"):
             unit = it["match"][2] if it["kind"] == "number" else "degrees"
-            value = it["payload"] if it["kind"] == "angle" else float(it["match"][1])
+            value = it["payload"] if it["kind"] == "angle" else _finite(it["match"][1])
             if unit in ("%", "percent") or (unit is None and not dirs and pool):
                 if pool:
                     _nearest(pool, it["pos"])["mods"].append(value / 100 if unit else value)
@@ -253,6 +272,8 @@ def _assemble(text, targets, explicit, frontal, warnings) -> EditParams:
         targets = [t for t in targets if not t.get("negated")]
         warnings += [f"Ignored the negated '{t['match'][1]}'." for t in negated]
     for t in targets:
+        if t["kind"] == "slider" and t.get("negated"):
+            continue  # "not frowning": its brow part goes with it
         scale = min(max(math.prod(t["mods"]), 0.0), 2.0)
         if t["kind"] == "dir":
             angle = t["angle"] if t["angle"] is not None else BASE_ANGLE * t["factor"] * scale
@@ -273,21 +294,57 @@ def _assemble(text, targets, explicit, frontal, warnings) -> EditParams:
             warnings.append(f"Conflicting {axis} directions in the instruction; resolved to frontal {axis}.")
             frontal.add(axis)
         elif values:
-            setattr(params, axis, max(values, key=abs))
+            setattr(params, axis, _within_limit(axis, max(values, key=abs), warnings))
     for name, values in sliders.items():
         if any(v > 0 for v in values) and any(v < 0 for v in values):
             warnings.append(f"Conflicting {name.replace('_', ' ')} instructions cancel out.")
         setattr(params, name, float(min(max(sum(values), -1.0), 1.0 if name == "blink" else 1.5)))
+    neutral = expressions.pop("neutral", 0.0)
     total = sum(expressions.values())
     if expressions:
         params.intensity = total / len(expressions)
         for name, amount in expressions.items():
             params.expressions[name] = amount / total if total else 1.0 / len(expressions)
+    if neutral:  # "neutral" is not blended: it removes the photo's expression, the others are added after
+        params.intensity = params.intensity if expressions else neutral
+        params.expressions["neutral"] = neutral / params.intensity if params.intensity else 1.0
+        expressions["neutral"] = neutral
     params.frontal = tuple(a for a in AXES if a in frontal)
     if not (expressions or frontal or any(poses.values()) or any(any(v) for v in sliders.values())):
         warnings.append(f"No expression or head pose was recognised in '{text}'; nothing will change.")
     params.warnings = warnings
     return params
+
+
+def _sanitised(text, warnings: list[str]) -> str:
+    """The instruction without terminal colour codes and control characters, within the length limit."""
+    text = str(text or "")
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise InstructionError(f"The instruction is {len(text):,} characters; the limit is {MAX_INSTRUCTION_CHARS:,}. "
+                               "Shorten it to the edit itself, e.g. 'turn her head 30 degrees left and smile'.")
+    clean = _CONTROL.sub(" ", _ANSI.sub(" ", text))
+    if clean != text:
+        warnings.append("Removed terminal colour codes / control characters from the instruction; their digits "
+                        "were not read as numbers.")
+    return clean
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise InstructionError(f"The number '{token}' in the instruction is too large to read (not finite). Write an "
+                               "angle in degrees, e.g. 'turn her head 30 degrees left' (at most 90 for a turn).")
+    return value
+
+
+def _within_limit(axis: str, value: float, warnings: list[str]) -> float:
+    limit = LIMITS[axis]
+    if abs(value) <= limit:
+        return value
+    applied = math.copysign(limit, value)
+    warnings.append(f"Asked for {value:g} degrees of {axis}; a head {'turns' if axis == 'yaw' else 'moves'} at most "
+                    f"{limit:g} degrees that way, so {applied:g} was applied.")
+    return applied
 
 
 def _nearest(targets: list[dict], pos: float) -> dict:

@@ -44,8 +44,9 @@ def predict_target(face: FaceLandmarks, instruction: str = "", controls: Control
         raise FaceEditError(f"Unknown predictor mode '{mode}'; choose one of {', '.join(MODES)}.")
     if mode == "parametric":
         params = _params_from(controls, parse_instruction(instruction))
-        target = predict_landmarks(face, params, keep_centre=keep_centre)
-        return target, {"used": "parametric", "params": _describe(params), "warnings": list(params.warnings)}
+        warnings = list(params.warnings)
+        target = predict_landmarks(face, params, keep_centre=keep_centre, warnings=warnings)
+        return target, {"used": "parametric", "params": _describe(params), "warnings": warnings}
     if vlm is None and mode == "vlm":
         raise FaceEditError("Mode 'vlm' needs a loaded VLM landmark predictor: connect the VLM loader, or use "
                             "mode 'parametric' or 'vlm_with_fallback'.")
@@ -61,7 +62,8 @@ def predict_target(face: FaceLandmarks, instruction: str = "", controls: Control
 
         target, report = predict_with_fallback(vlm, image, instruction, face, parametric)
     if not controls.is_idle():
-        target = predict_landmarks(target, _params_from(controls), keep_centre=keep_centre)
+        report["warnings"] = report.get("warnings", [])
+        target = predict_landmarks(target, _params_from(controls), keep_centre=keep_centre, warnings=report["warnings"])
     return target, report
 
 
@@ -78,6 +80,11 @@ def predict_targets(faces: list[FaceLandmarks], instruction: str = "", controls:
     from ..face.image import as_rgb_uint8
 
     targets, reports = [], []
+    if images is not None:
+        beyond = sorted({f.image_index for f in faces if not 0 <= f.image_index < images.shape[0]})
+        if beyond:
+            raise FaceEditError(f"Landmarks refer to crop(s) {beyond[:5]}, but {images.shape[0]} crop(s) are connected. "
+                                "Connect the crops and crop_landmarks of the same Face Crop node.")
     for face in faces:
         image = as_rgb_uint8(images[face.image_index]) if images is not None else None
         target, report = predict_target(face, instruction, controls, mode, vlm, image, keep_centre)
