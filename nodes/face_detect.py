@@ -1,5 +1,5 @@
 from lato_core.face.batch import detect_batch, draw_batch
-from lato_core.face.detect import BACKENDS, ORDERS, SELECTIONS, DetectOptions
+from lato_core.face.detect import BACKENDS, ON_NO_FACE, ORDERS, SELECTIONS, DetectOptions
 
 from .common import CATEGORY, LANDMARKS, preview
 
@@ -25,7 +25,12 @@ class FaceEditDetectLandmarks:
             "upsample": ("INT", {"default": 1, "min": 0, "max": 3, "tooltip":
                 "dlib only: upsample the detection image this many times to find smaller faces (slower)."}),
             "detect_max_side": ("INT", {"default": 1024, "min": 256, "max": 8192, "step": 64, "tooltip":
-                "Detect on a copy no longer than this; landmarks are still fitted at full resolution."}),
+                "Detect on a copy no longer than this; landmarks are still fitted at full resolution. Raise it for "
+                "very wide or tall photos (e.g. 8000x200), whose reduced copy is too thin to hold a face."}),
+        }, "optional": {
+            "on_no_face": (list(ON_NO_FACE), {"default": "error", "tooltip":
+                "error: stop when an image has no face. pass_through: leave face-less images of the batch out, so "
+                "Face Stitch returns them unchanged (the batch still needs one face)."}),
         }}
 
     RETURN_TYPES = (LANDMARKS, "IMAGE", "INT")
@@ -35,10 +40,23 @@ class FaceEditDetectLandmarks:
     FUNCTION = "detect"
     CATEGORY = CATEGORY
 
-    def detect(self, image, backend, selection, index, order, min_score, upsample, detect_max_side):
-        faces = detect_batch(image, DetectOptions(backend, min_score, upsample, detect_max_side), selection, index, order)
+    def detect(self, image, backend, selection, index, order, min_score, upsample, detect_max_side, on_no_face="error"):
+        options = DetectOptions(backend, min_score, upsample, detect_max_side)
+        faces = detect_batch(image, options, selection, index, order, on_no_face)
         overlay = draw_batch(faces, image)
-        return {"ui": preview(overlay, "landmarks"), "result": (faces, overlay, len(faces))}
+        return {"ui": preview(preview_size(overlay), "landmarks"), "result": (faces, overlay, len(faces))}
+
+
+def preview_size(images, longest: int = 2048):
+    """The on-node preview no larger than `longest` per side (saving a 24 MP PNG takes seconds)."""
+    import torch.nn.functional as F
+
+    h, w = images.shape[1:3]
+    if max(h, w) <= longest:
+        return images
+    k = longest / max(h, w)
+    return F.interpolate(images.permute(0, 3, 1, 2), size=(max(1, round(h * k)), max(1, round(w * k))),
+                         mode="area").permute(0, 2, 3, 1)
 
 
 # node id -> (class, display name); nodes/__init__.py collects these

@@ -14,8 +14,9 @@ from .landmarks import FaceLandmarks
 from .regions import parse_region_names, region_mask
 
 
-def detect_batch(images: torch.Tensor, options: DetectOptions, selection: str, index: int, order: str) -> list[FaceLandmarks]:
-    return detect_and_select(list(images), options, selection, index, order)
+def detect_batch(images: torch.Tensor, options: DetectOptions, selection: str, index: int, order: str,
+                 on_no_face: str = "error") -> list[FaceLandmarks]:
+    return detect_and_select(list(images), options, selection, index, order, on_no_face)
 
 
 def faces_of(faces: list[FaceLandmarks], image_index: int) -> list[FaceLandmarks]:

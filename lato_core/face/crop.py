@@ -139,24 +139,16 @@ def stitch_faces(images: torch.Tensor, crops: torch.Tensor, transforms: list[Cro
     detail finer than the 512 canvas where the edit did not move anything. antialias low-passes a crop
     that is pasted smaller than it is (off by default: an unedited crop then round-trips almost exactly).
     """
-    if mode not in STITCH_MODES:
-        raise FaceEditError(f"Unknown stitch mode '{mode}'; choose one of {', '.join(STITCH_MODES)}.")
-    if crops.shape[0] != len(transforms):
-        raise FaceEditError(f"Got {crops.shape[0]} crop(s) but {len(transforms)} crop transform(s); connect the "
-                            "crop info from the same Face Crop node that made these crops.")
+    check_stitch_inputs(images, crops, transforms, masks, mode)
     out = images.clone()
+    channels = min(3, images.shape[-1])  # colour channels pasted; a photo's alpha is kept as it is
+    height, width = images.shape[1:3]
     for i, t in enumerate(transforms):
-        height, width = images.shape[1:3]
-        if (width, height) != tuple(t.image_size):
-            raise FaceEditError(f"Crop {i} was cut from a {t.image_size[0]}x{t.image_size[1]} image, but the image to "
-                                f"paste into is {width}x{height}.")
         s = t.crop_size
-        crop = crops[i]
-        if crop.shape[0] != crop.shape[1]:
-            raise FaceEditError(f"Crop {i} is {crop.shape[1]}x{crop.shape[0]}; stitching needs the square crop.")
+        crop = _colour_channels(crops[i], channels)
         if crop.shape[0] != s:  # an edit returned another size: rescale to the canvas the transform expects
             crop = _to_bhwc(F.interpolate(_to_bchw(crop[None]), size=(s, s), mode="bicubic", antialias=True))[0].clamp(0, 1)
-        photo = out[t.image_index]
+        photo = out[t.image_index][..., :channels]
         weight = border_feather(s, feather, crops.device)
         if masks is not None:
             mask = masks[min(i, masks.shape[0] - 1)].to(weight)
@@ -165,7 +157,7 @@ def stitch_faces(images: torch.Tensor, crops: torch.Tensor, transforms: list[Cro
             weight = weight * mask
         edited = _to_bchw(crop[None])[0].to(photo.dtype)
         if colour_match > 0 or mode == "keep_detail":
-            original, _ = warp_affine(_to_bchw(images[t.image_index][None]), t.matrix, (s, s))
+            original, _ = warp_affine(_to_bchw(images[t.image_index][None, ..., :channels]), t.matrix, (s, s))
             original = original[0]
             edited = match_colour(edited, original, weight[None], colour_match)
             if mode == "keep_detail":
@@ -185,5 +177,38 @@ def stitch_faces(images: torch.Tensor, crops: torch.Tensor, transforms: list[Cro
             region = region * (1 - w) + pasted * w
         photo = photo.clone()
         photo[y0:y1, x0:x1] = region
-        out[t.image_index] = photo
+        out[t.image_index, ..., :channels] = photo
     return out
+
+
+def _colour_channels(crop: torch.Tensor, channels: int) -> torch.Tensor:
+    """A crop's colour as `channels` (1 or 3) channels: alpha dropped, gray repeated or RGB averaged."""
+    colour = crop[..., :3] if crop.shape[-1] >= 3 else crop[..., :1].expand(*crop.shape[:-1], 3)
+    return colour.mean(dim=-1, keepdim=True) if channels == 1 else colour
+
+
+def check_stitch_inputs(images: torch.Tensor, crops: torch.Tensor, transforms: list[CropTransform],
+                        masks: torch.Tensor | None, mode: str) -> None:
+    """Every reason stitching could fail, checked before any pixel is pasted."""
+    if mode not in STITCH_MODES:
+        raise FaceEditError(f"Unknown stitch mode '{mode}'; choose one of {', '.join(STITCH_MODES)}.")
+    for name, t in (("image", images), ("crops", crops)):
+        if t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
+            raise FaceEditError(f"'{name}' must be an IMAGE batch (B, H, W, C) with 1, 3 or 4 channels, got shape "
+                                f"{tuple(t.shape)}.")
+    if crops.shape[0] != len(transforms):
+        raise FaceEditError(f"Got {crops.shape[0]} crop(s) but {len(transforms)} crop transform(s); connect the "
+                            "crop info from the same Face Crop node that made these crops.")
+    height, width = images.shape[1:3]
+    for i, t in enumerate(transforms):
+        if not 0 <= t.image_index < images.shape[0]:
+            raise FaceEditError(f"Crop {i} belongs to image {t.image_index}, but the batch to paste into has "
+                                f"{images.shape[0]} image(s). Connect the photo(s) the crops were cut from.")
+        if (width, height) != tuple(t.image_size):
+            raise FaceEditError(f"Crop {i} was cut from a {t.image_size[0]}x{t.image_size[1]} image, but the image to "
+                                f"paste into is {width}x{height}. Connect the photo the crops were cut from.")
+    if crops.shape[1] != crops.shape[2]:
+        raise FaceEditError(f"The crops are {crops.shape[2]}x{crops.shape[1]}; stitching needs the square crops Face "
+                            "Crop made (an edit may change their size, not their shape).")
+    if masks is not None and (masks.ndim != 3 or masks.shape[0] == 0):
+        raise FaceEditError(f"'mask' must be a MASK batch (B, H, W) in crop space, got shape {tuple(masks.shape)}.")

@@ -21,6 +21,8 @@ from .landmarks import FaceLandmarks
 BACKENDS = ("dlib_hog", "dlib_cnn", "mediapipe")
 SELECTIONS = ("largest", "best_score", "index", "all")
 ORDERS = ("score", "left_to_right", "size")
+ON_NO_FACE = ("error", "pass_through")
+MIN_DETECT_SHORT_SIDE = 160  # a detection copy narrower than this cannot hold a findable face
 
 
 @dataclass
@@ -174,15 +176,26 @@ def order_faces(faces: list[FaceLandmarks], order: str) -> list[FaceLandmarks]:
     return sorted(faces, key=lambda f: -f.score)
 
 
+def no_face_hint(width: int, height: int, options: DetectOptions) -> str:
+    """Why a photo of extreme aspect may hide its face from the detector, naming detect_max_side."""
+    factor = min(1.0, options.detect_max_side / max(width, height))
+    if factor >= 1.0 or min(width, height) * factor >= MIN_DETECT_SHORT_SIDE:
+        return ""
+    need = min(8192, -(-int(max(width, height) * MIN_DETECT_SHORT_SIDE / min(width, height)) // 64) * 64)
+    return (f" The photo is {width}x{height}, so detection ran on a {round(width * factor)}x{round(height * factor)} "
+            f"copy (detect_max_side {options.detect_max_side}), too small to hold a face: raise detect_max_side to "
+            f"{need} or more, or crop the photo closer to the face.")
+
+
 def select_faces(faces: list[FaceLandmarks], selection: str = "largest", index: int = 0,
-                 order: str = "score", image_index: int = 0) -> list[FaceLandmarks]:
+                 order: str = "score", image_index: int = 0, hint: str = "") -> list[FaceLandmarks]:
     """Apply the face policy to one image's detections; raises when nothing fits."""
     if selection not in SELECTIONS:
         raise FaceSelectionError(f"Unknown face selection '{selection}'; choose one of {', '.join(SELECTIONS)}.")
     if not faces:
         raise NoFaceError(
             f"No face found in image {image_index}. Try backend 'dlib_cnn' or 'mediapipe' (better on small or turned "
-            "faces), lower min_score, raise upsample, or crop the photo closer to the face.")
+            "faces), lower min_score, raise upsample, or crop the photo closer to the face." + hint)
     if selection == "all":
         return order_faces(faces, order)
     if selection == "largest":
@@ -198,9 +211,23 @@ def select_faces(faces: list[FaceLandmarks], selection: str = "largest", index: 
 
 
 def detect_and_select(images, options: DetectOptions | None = None, selection: str = "largest",
-                      index: int = 0, order: str = "score") -> list[FaceLandmarks]:
-    """Faces for a batch of images (sequence of H, W, C arrays), tagged with their image index."""
-    chosen = []
+                      index: int = 0, order: str = "score", on_no_face: str = "error") -> list[FaceLandmarks]:
+    """Faces for a batch of images (sequence of H, W, C arrays), tagged with their image index.
+    on_no_face 'pass_through' leaves images without a face out (Face Stitch then returns them unchanged);
+    the batch still needs one face somewhere."""
+    options = options or DetectOptions()
+    if on_no_face not in ON_NO_FACE:
+        raise FaceSelectionError(f"Unknown on_no_face '{on_no_face}'; choose one of {', '.join(ON_NO_FACE)}.")
+    chosen, empty = [], []
     for i, image in enumerate(images):
-        chosen.extend(select_faces(detect_faces(image, options, image_index=i), selection, index, order, image_index=i))
+        faces = detect_faces(image, options, image_index=i)
+        if not faces and on_no_face == "pass_through":
+            empty.append(i)
+            continue
+        hint = no_face_hint(image.shape[1], image.shape[0], options)
+        chosen.extend(select_faces(faces, selection, index, order, image_index=i, hint=hint))
+    if empty and not chosen:
+        raise NoFaceError(f"No face found in any of the {len(empty)} image(s), so there is nothing to edit even with "
+                          "on_no_face 'pass_through'. Try backend 'dlib_cnn' or 'mediapipe', lower min_score, or "
+                          "raise detect_max_side." + no_face_hint(images[0].shape[1], images[0].shape[0], options))
     return chosen
