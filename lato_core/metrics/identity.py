@@ -98,9 +98,13 @@ class ArcFaceModel:
                                       "(or onnxruntime-gpu); or use the dlib identity distance.") from None
         path = Path(path)
         if not path.is_file():
-            raise FaceEditError(f"ArcFace model '{path}' not found: give the path of an ArcFace ONNX file "
-                                "such as insightface's w600k_r50.onnx (buffalo_l).")
-        self.session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+            raise FaceEditError(f"ArcFace model '{path.name}' not found: give an ArcFace ONNX file such as "
+                                "insightface's w600k_r50.onnx (buffalo_l).")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime's text quotes the full path and parser internals
+            raise FaceEditError(f"'{path.name}' is not a usable ArcFace ONNX model ({type(e).__name__}); use an "
+                                "ArcFace .onnx export such as insightface's w600k_r50.onnx.") from None
         spec = self.session.get_inputs()[0]
         self.input_name = spec.name
         self.size = spec.shape[-1] if isinstance(spec.shape[-1], int) else 112
