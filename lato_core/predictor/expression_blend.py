@@ -107,6 +107,10 @@ def expression_basis(model: FaceModel3D) -> np.ndarray:
     """(K, 68 * 3) offsets any expression is made of, for the neutral fit."""
     rows = [model.expression_offsets({e: 1.0}) for e in EXPRESSIONS if e != "neutral"]
     rows += [model.jaw_drop(), model.brow_offsets(1.0), model.brow_offsets(-1.0), 0.1 * _lid_closure()]
+    for feature in FEATURES:  # the nudges keep_signatures may add
+        nudge = np.zeros((68, 3))
+        _nudge(nudge, feature, 0.1, model._x_sign)
+        rows.append(nudge)
     return np.stack([r.ravel() for r in rows])
 
 

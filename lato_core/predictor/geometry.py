@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import FaceEditError
 from ..face.landmarks import FaceLandmarks
-from .expression_blend import keep_signatures, neutralised
+from .expression_blend import expression_basis, keep_signatures, neutralised
 from .face_model import CONTOUR_EXPONENT, FaceModel3D, load_face_model
 
 LIMITS = {"yaw": 90.0, "pitch": 70.0, "roll": 60.0}  # target pose is clipped to +-these
@@ -125,8 +125,14 @@ def _initial_pose(model: FaceModel3D, q: np.ndarray, w: np.ndarray):
     return euler_angles(rotation), scale, translation
 
 
-def fit_face(face: FaceLandmarks, model: FaceModel3D | None = None, iterations: int = 30) -> FaceFit:
-    """Pose, scale, shape and the lifted 3D shape of `face` (visible points only; model defaults to auto)."""
+EXPRESSION_PRIOR = 0.3  # weight of the N(0, 1) prior on expression coefficients in an expression-aware fit
+
+
+def fit_face(face: FaceLandmarks, model: FaceModel3D | None = None, iterations: int = 30,
+             expression: bool = False) -> FaceFit:
+    """Pose, scale, shape and the lifted 3D shape of `face` (visible points only; model defaults to auto).
+    expression=True also fits the expression offsets (expression_blend.expression_basis) so that an open
+    mouth or a smile does not bend the pose and scale; the neutral target uses it."""
     model = model or load_face_model()
     q = face.points
     w = _FIT_WEIGHTS * np.clip(face.visibility, 0, 1)
@@ -135,19 +141,22 @@ def fit_face(face: FaceLandmarks, model: FaceModel3D | None = None, iterations: 
                             "use a photo where the face is visible, or landmarks with visibility set.")
     angles, s0, t0 = _initial_pose(model, q, w)
     k = model.shape_basis.shape[0]
+    extra = expression_basis(model).reshape(-1, 68, 3) if expression else np.zeros((0, 68, 3))
+    basis = np.concatenate([model.shape_basis, extra])
+    prior = np.r_[np.ones(k), np.full(len(extra), EXPRESSION_PRIOR)]
     sqrt_w = np.sqrt(w)[:, None]
 
     def unpack(p):
-        shape = model.mean + np.tensordot(p[6:], model.shape_basis, axes=1) if k else model.mean
+        shape = model.mean + np.tensordot(p[6:], basis, axes=1) if len(basis) else model.mean
         rotation = rotation_matrix(*np.degrees(p[:3]))
         return rotation, np.exp(p[3]) * s0, p[4:6] * s0, shape + contour_sliding(model, rotation)[0]
 
     def residuals(p):
         rotation, scale, translation, shape = unpack(p)
         data = (project(shape, rotation, scale, translation) - q) * sqrt_w / (s0 * LANDMARK_NOISE_IOD)
-        return np.concatenate([data.ravel(), p[6:]])
+        return np.concatenate([data.ravel(), p[6:] * prior])
 
-    p = np.concatenate([np.radians(angles), [0.0], t0 / s0, np.zeros(k)])
+    p = np.concatenate([np.radians(angles), [0.0], t0 / s0, np.zeros(len(basis))])
     damping, r = 1e-3, residuals(p)
     for _ in range(iterations):
         jac = np.empty((r.size, p.size))
@@ -175,7 +184,7 @@ def fit_face(face: FaceLandmarks, model: FaceModel3D | None = None, iterations: 
     lifted = shape + np.column_stack([residual[:, 0], -residual[:, 1], np.zeros(68)]) / scale @ rotation
     lifted -= contour_sliding(model, rotation)[0]
     yaw, pitch, roll = euler_angles(rotation)
-    return FaceFit(yaw, pitch, roll, float(scale), translation, p[6:].copy(), lifted, rms)
+    return FaceFit(yaw, pitch, roll, float(scale), translation, p[6:6 + k].copy(), lifted, rms)
 
 
 def estimate_pose(face: FaceLandmarks, model: FaceModel3D | None = None) -> tuple[float, float, float]:
@@ -251,7 +260,7 @@ def predict_landmarks(face: FaceLandmarks, params, model: FaceModel3D | None = N
     """Landmarks of `face` after the edit in params (an EditParams), on the same canvas. Pose limits
     reached and expressions that pull one feature opposite ways are appended to `warnings`."""
     model = model or load_face_model()
-    fit = fit_face(face, model)
+    fit = fit_face(face, model, expression=params.expression_amounts().get("neutral", 0.0) > 0)
     pose = [_target_angle(axis, getattr(fit, axis), params, warnings) for axis in ("yaw", "pitch", "roll")]
     rotation = rotation_matrix(*pose)
     shape = edited_shape(fit.shape, params, model, identity_shape(fit, model), warnings)
