@@ -22,7 +22,7 @@ BACKENDS = ("dlib_hog", "dlib_cnn", "mediapipe")
 SELECTIONS = ("largest", "best_score", "index", "all")
 ORDERS = ("score", "left_to_right", "size")
 ON_NO_FACE = ("error", "pass_through")
-MIN_DETECT_SHORT_SIDE = 160  # a detection copy narrower than this cannot hold a findable face
+MIN_DETECT_SHORT_SIDE = 200  # a detection copy narrower than this cannot hold a findable face
 
 
 @dataclass
