@@ -107,3 +107,18 @@ def test_draw_on_black_is_bounded_in_memory():
     assert time.perf_counter() - start < 1.0
     ok = draw_batch(faces_from_json(face_json(image_index=1)))
     assert ok.shape == (2, 512, 512, 3) and ok[0].max() == 0 and ok[1].max() > 0
+
+
+@pytest.mark.parametrize("frame, words", [
+    ({"canvas_width": "wide", "canvas_height": 512, "people": []}, ["image_size width", "number"]),
+    ({"canvas_width": 1e400, "canvas_height": 512, "people": []}, ["image_size width", "1 to 16384"]),
+    ({"canvas_width": 512, "canvas_height": 512, "people": [{"face_keypoints_2d": ["a"] * 204}]}, ["flat list"]),
+    ({"canvas_width": 512, "canvas_height": 512, "people": [{"face_keypoints_2d": [float("inf")] * 204}]},
+     ["NaN or infinite"]),
+], ids=["string_width", "infinite_width", "string_points", "infinite_points"])
+def test_bad_pose_keypoint_is_refused_with_its_field(frame, words):
+    from lato_core.face.interop import from_pose_keypoint
+    with pytest.raises(LandmarkFormatError) as info:
+        from_pose_keypoint([frame])
+    for word in words:
+        assert word in str(info.value), str(info.value)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LandmarkFormatError
-from .landmarks import NUM_POINTS, FaceLandmarks
+from .landmarks import LIMITS, NUM_POINTS, FaceLandmarks, checked_image_size
 
 # MediaPipe FaceMesh index for each iBUG-68 point (a widely shared table; the jaw is the loosest part).
 MEDIAPIPE_TO_IBUG68 = (
@@ -65,10 +65,12 @@ def from_pose_keypoint(frames) -> list[FaceLandmarks]:
         frames = [frames]
     if not isinstance(frames, list):
         raise LandmarkFormatError(f"POSE_KEYPOINT must be a list of OpenPose dicts, got {type(frames).__name__}.")
+    if len(frames) > LIMITS["image_index"] + 1:
+        raise LandmarkFormatError(f"POSE_KEYPOINT holds {len(frames)} frames; at most {LIMITS['image_index'] + 1}.")
     faces = []
     for index, frame in enumerate(frames):
         try:
-            size = (int(frame["canvas_width"]), int(frame["canvas_height"]))
+            size = checked_image_size([frame["canvas_width"], frame["canvas_height"]])
             people = frame.get("people") or []
         except (KeyError, TypeError, AttributeError):
             raise LandmarkFormatError(f"POSE_KEYPOINT frame {index} lacks 'people', 'canvas_width' or 'canvas_height'.") from None
@@ -76,7 +78,13 @@ def from_pose_keypoint(frames) -> list[FaceLandmarks]:
             raw = person.get("face_keypoints_2d")
             if not raw:
                 continue
-            arr = np.asarray(raw, dtype=np.float64)
+            try:
+                arr = np.asarray(raw, dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):
+                raise LandmarkFormatError(f"face_keypoints_2d in frame {index} must be a flat list of numbers "
+                                          "x, y, confidence.") from None
+            if not np.isfinite(arr).all():
+                raise LandmarkFormatError(f"face_keypoints_2d in frame {index} holds NaN or infinite numbers.")
             if arr.size % 3 or arr.size // 3 < NUM_POINTS:
                 raise LandmarkFormatError(
                     f"face_keypoints_2d in frame {index} has {arr.size // 3} points; need 68 (or 70 from DWPose).")

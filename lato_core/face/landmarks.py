@@ -110,7 +110,7 @@ class FaceLandmarks:
         if data.get("format", "ibug68") != "ibug68":
             raise LandmarkFormatError(f"'format' is {str(data['format'])[:40]!r}; this pack reads 'ibug68' (68 iBUG points).")
         points = _as_points(data["points"])
-        size = _image_size(data["image_size"])
+        size = checked_image_size(data["image_size"])
         visibility = _visibility(data.get("visibility"))
         if out_of_canvas in ("clamp", "hide"):
             limit = np.array([size[0] - 0.5, size[1] - 0.5])
@@ -152,7 +152,7 @@ def _number(v, name: str, lo: float, hi: float, whole: bool = False) -> float:
     return x
 
 
-def _image_size(raw) -> tuple[int, int]:
+def checked_image_size(raw) -> tuple[int, int]:
     if not (isinstance(raw, (list, tuple)) and len(raw) == 2):
         raise LandmarkFormatError(f"'image_size' must be [width, height] in pixels, got {json.dumps(raw, default=str)[:60]}.")
     w, h = (int(_number(v, f"image_size {n}", 1, LIMITS["max_side"], whole=True)) for v, n in zip(raw, ("width", "height")))
