@@ -66,12 +66,17 @@ class Attn2Patch:
         return new
 
     def __call__(self, q, k, v, extra_options):
-        out = (self.inner or self.attention)(q, k, v, extra_options)
-        if self.recorder is not None:
-            self.recorder.record(q, k, extra_options["n_heads"], extra_options.get("cond_or_uncond"))
+        heads = extra_options["n_heads"]
         call = extra_options.get(CAEDIT_KEY, {}).get("ca2_call")
-        if self.module is not None and call is not None and call.strength != 0:
-            out = ca2_layer_forward(self.module, q, k, v, extra_options["n_heads"], call, base=out)
+        ca2 = self.module is not None and call is not None and call.strength != 0
+        if ca2 and self.inner is None and self.module.config.softmax_over == "joint":
+            out = ca2_layer_forward(self.module, q, k, v, heads, call)  # one softmax over text + image: not additive
+        else:
+            out = (self.inner or self.attention)(q, k, v, extra_options)
+            if ca2:  # refuses a "joint" adapter on top of another pack's patch
+                out = ca2_layer_forward(self.module, q, k, v, heads, call, base=out)
+        if self.recorder is not None:
+            self.recorder.record(q, k, heads, extra_options.get("cond_or_uncond"))
         if self.callbacks:
             sigmas = extra_options.get("sigmas")
             sigma = float(sigmas.reshape(-1)[0]) if sigmas is not None else float("inf")

@@ -133,3 +133,21 @@ def test_stfg_through_the_tiny_unet_lowers_the_discrepancy_monotonically_in_lamb
     losses = [float(stfg_loss(_euler(patcher, lam)[0], source, boundary)) for lam in (0.0, 0.01, 0.1, 1.0, 10.0)]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_joint_softmax_adapter_runs_alone_and_is_refused_on_top_of_another_patch(patcher):
+    from caedit_core.ca2 import CA2Attention, CA2Config, ca2_attention
+
+    torch.manual_seed(2)
+    layer = CA2Attention(CA2Config(inner_dim=64, heads=4, clip_dim=16, latent_dim=64, pooled_text_dim=32,
+                                   score_hidden_dim=8, softmax_over="joint"))
+    q, k, v = torch.randn(1, 16, 64), torch.randn(1, 5, 64), torch.randn(1, 5, 64)
+    call = CA2Call(torch.randn(1, 3, 16), torch.randn(1, 32), torch.ones(1, 4, 4), (4, 4), strength=1.0)
+    extra = {"n_heads": 4, "attn_precision": None, CAEDIT_KEY: {"ca2_call": call}}
+    k_vis, v_vis = layer.visual_kv(call.image_tokens)
+    want = ca2_attention(q, k, v, k_vis, v_vis, layer.score_predictor(q, call.pooled_text),
+                         mask_to_tokens(call.mask, 4, 4), 4, "joint")
+    with torch.no_grad():
+        assert torch.allclose(Attn2Patch(layer)(q, k, v, extra), want, atol=1e-6)
+        with pytest.raises(ValueError, match="joint"):
+            Attn2Patch(layer, inner=IPAdapterStyle())(q, k, v, extra)
