@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.release_fixtures import GRID, NOISY, fixture, install_dit
+from tests.release_fixtures import NOISY, install_dit
+from tests.test_release_parity import inputs, outputs  # noqa: F401  (the release's fixtures, as pytest fixtures)
 from tests.tiny_sd15 import import_comfy, pack_node_module
 
 pytestmark = pytest.mark.comfy
@@ -26,16 +27,6 @@ def native(comfy):
 def files(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     return install_dit(models), install_dit(models, with_landmark_in=False)
-
-
-@pytest.fixture(scope="module")
-def inputs():
-    return fixture("dit", "inputs_sq.safetensors")
-
-
-@pytest.fixture(scope="module")
-def outputs():
-    return fixture("dit", "outputs_sq.safetensors")
 
 
 def conditioning(native, inputs, row):
