@@ -1,4 +1,7 @@
+import numpy as np
+
 from lato_core.face.batch import detect_batch, draw_batch
+from lato_core.face.image import as_rgb_uint8
 from lato_core.face.detect import BACKENDS, ON_NO_FACE, ORDERS, SELECTIONS, DetectOptions
 
 from .common import CATEGORY, LANDMARKS, preview
@@ -42,8 +45,9 @@ class FaceEditDetectLandmarks:
 
     def detect(self, image, backend, selection, index, order, min_score, upsample, detect_max_side, on_no_face="error"):
         options = DetectOptions(backend, min_score, upsample, detect_max_side)
-        faces = detect_batch(image, options, selection, index, order, on_no_face)
-        overlay = draw_batch(faces, image)
+        rgb = np.stack([as_rgb_uint8(picture) for picture in image])  # converted once, for detection and overlay
+        faces = detect_batch(rgb, options, selection, index, order, on_no_face)
+        overlay = draw_batch(faces, rgb)
         return {"ui": preview(preview_size(overlay), "landmarks"), "result": (faces, overlay, len(faces))}
 
 

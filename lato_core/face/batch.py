@@ -57,7 +57,7 @@ def draw_batch(faces: list[FaceLandmarks], images: torch.Tensor | None = None, r
         base = images[i] if images is not None else None
         size = mine[0].image_size if mine else (faces[0].image_size if faces else None)
         pictures.append(draw_landmarks(mine, base, size=size, radius=radius, lines=lines, numbers=numbers))
-    return torch.from_numpy(np.stack(pictures)).float() / 255.0
+    return torch.from_numpy(np.stack(pictures)).float().div_(255.0)
 
 
 def mask_batch(faces: list[FaceLandmarks], regions: str, grow: float = 0.0, hull: bool = False,
