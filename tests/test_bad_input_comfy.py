@@ -141,6 +141,24 @@ def test_instruction_numbers_fail_or_warn_with_what_was_applied(server):
     assert any("colour codes" in w for w in report["warnings"])
 
 
+def test_the_neutral_slider_reaches_the_predictor_through_the_server(server):
+    from lato_core.face.landmarks import faces_from_json
+    from lato_core.predictor.predict import Controls, predict_target
+
+    smiling = _predict_prompt("smile strongly and open her mouth")
+    smiling["4"] = _predict_prompt("")["2"] | {}
+    smiling["4"]["inputs"] = dict(smiling["4"]["inputs"], landmarks=["2", 0], neutral=1.0)
+    smiling["5"] = {"class_type": "FaceEditSaveLandmarks", "inputs": {"landmarks": ["4", 0], "filename_prefix": "bad/n"}}
+    entry = _succeeds(server, smiling)
+    report = json.loads(entry["outputs"]["4"]["text"][0])[0]
+    assert report["params"]["expressions"] == {"neutral": 1.0}
+    smiled = faces_from_json(server.output_path(entry["outputs"]["3"]["landmarks_json"][0]).read_text())[0]
+    neutral = faces_from_json(server.output_path(entry["outputs"]["5"]["landmarks_json"][0]).read_text())[0]
+    expected, _ = predict_target(smiled, "", Controls(expressions={"neutral": 1.0}))
+    assert np.abs(neutral.points - expected.points).max() < 0.01  # the same numbers as in-process
+    assert np.abs(neutral.points - smiled.points)[48:68].max() > 10  # and the mouth really moved
+
+
 def test_rgba_photo_with_rgb_crops_stitches(server):
     entry = _succeeds(server, _stitch_prompt("rgba_face.png", rgba=True))
     saved = Image.open(server.output_path(entry["outputs"]["7"]["images"][0]))
