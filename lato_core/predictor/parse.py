@@ -13,8 +13,12 @@ Conventions (the paper does not say whose left; we use the SUBJECT'S OWN sides, 
   strongly 45; three-quarter 45; profile 90. Axes in `frontal` ("face the camera") restart from 0.
 - Conflicting directions on one axis ("left and right") resolve to frontal on that axis, with a warning.
 - Intensity levels: slightly 0.5, normally 1.0, strongly 1.5. Expressions are changes added to the
-  source, so "neutral" (or no expression) leaves it as it is. Composite expressions blend: weights are
-  proportional to each one's intensity and sum to 1; `intensity` is their mean. Synonyms carry their own
+  source; "neutral" is absolute: it removes the photo's own expression (amount 0..1) before the others
+  are added, and is not part of the blend. Composite expressions blend: weights are proportional to each
+  one's intensity and sum to 1; `intensity` is their mean. "frown" is sad plus lowered, knitted brows.
+- Numbers: exponents are read whole ("1e400" is refused as not finite, never read as 400); angles past
+  the pose limits (geometry.LIMITS) are capped with a warning saying what was applied; terminal colour
+  codes are removed first; at most MAX_INSTRUCTION_CHARS characters. Synonyms carry their own
   strength (annoyed 0.5, furious 1.5) that intensity words multiply. "not sad" / "stop smiling" read as
   neutral, or are dropped when another expression is named; both add a warning.
 - Sliders: mouth_open 1 opens wide, -1 closes the lips; blink 1 closes the eyes, -1 opens them wide;

@@ -10,6 +10,8 @@ Accepted grammar (anything else raises VlmOutputError with a reason code):
 - Shapes: {"JAW/BROWS": 27, "NOSE": 9, "EYES": 12, "MOUTH": 20 points} in any key order; keys are matched
   case- and punctuation-insensitively by word (jaw+brow, jaw alone = 17, brow alone = 10, nose, eye,
   mouth or lip); or {"points"|"landmarks": 68 points}; or a bare list of 68 points. Unknown keys are refused.
+- Bounds: at most MAX_REPLY_CHARS characters and MAX_JSON_DEPTH levels of brackets, found in one linear
+  scan (json_limits); a key given twice is refused (duplicate_key). Geometry: see vlm_checks.
 - Point: [x, y], two JSON numbers. Integers expected; other finite numbers accepted (noted). Strings such
   as "12,34", objects, booleans and triples are refused.
 """
