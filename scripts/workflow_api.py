@@ -129,11 +129,12 @@ def build_ui(nodes: list[dict], object_info: dict, title: str = "", note: str = 
         ui_links.append([lid, origin, slot, target, target_slot, out_type])
     if note:
         ui_nodes.append(note_node(max(by_id) + 1, note, ui_nodes))
+    left, top, _, _ = _box(ui_nodes)
+    view = {"scale": 0.8, "offset": [110 - left, 200 - top]}   # the note, top-left, clear of the menus
     workflow = {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": link_id, "nodes": ui_nodes,
                 "links": ui_links, "groups": [group(i + 1, name, [by_id[m] for m in members])
                                               for i, (name, members) in enumerate(groups)],
-                "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}, "info": {"title": title}},
-                "version": 0.4}
+                "config": {}, "extra": {"ds": view, "info": {"title": title}}, "version": 0.4}
     models = union_of_models(ui_nodes)
     if models:
         workflow["models"] = models
@@ -161,13 +162,13 @@ def group(group_id: int, title: str, members: list[dict]) -> dict:
     return {"id": group_id, "title": title, "bounding": bounding, "color": "#3f789e", "font_size": 24, "flags": {}}
 
 
-NOTE_WIDTH, NOTE_CHARS_PER_LINE, NOTE_LINE_HEIGHT = 760, 95, 18
+NOTE_WIDTH, NOTE_CHARS_PER_LINE, NOTE_LINE_HEIGHT = 760, 110, 14
 
 
 def note_node(node_id: int, text: str, ui_nodes: list[dict]) -> dict:
     """A frontend-only Note (never sent to the server) above the graph's top-left corner."""
     lines = sum(1 + len(line) // NOTE_CHARS_PER_LINE for line in text.splitlines())
-    height = 40 + NOTE_LINE_HEIGHT * lines
+    height = 60 + NOTE_LINE_HEIGHT * lines
     left, top, _, _ = _box(ui_nodes)
     pos = [left, top - GROUP_HEADER - 60 - height]
     return {"id": node_id, "type": "Note", "pos": pos, "size": [NOTE_WIDTH, height], "flags": {},
