@@ -141,29 +141,36 @@ def test_the_server_serves_the_thumbnails_where_the_template_browser_asks(comfy)
             assert reply.read() == path.with_suffix(".jpg").read_bytes()
 
 
-@contextlib.contextmanager
-def _frontend(server):
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
     from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        local_only = lambda route: route.continue_() if route.request.url.startswith(server.url) else route.abort()  # noqa: E731
-        page.route("**/*", local_only)
-        page.goto(server.url, wait_until="networkidle")
-        page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
-        try:
-            yield page
-        finally:
-            browser.close()
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@contextlib.contextmanager
+def _frontend(browser, server):
+    """The real frontend of this server in a fresh page, cut off from outside hosts."""
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    local_only = lambda route: route.continue_() if route.request.url.startswith(server.url) else route.abort()  # noqa: E731
+    page.route("**/*", local_only)
+    page.goto(server.url, wait_until="networkidle")
+    page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+    try:
+        yield page
+    finally:
+        page.close()
 
 
 @pytest.fixture(scope="module")
-def page_without_models(comfy):
+def page_without_models(browser, comfy):
     """The real frontend on a server with no model files, as a new user opens the templates."""
-    with _frontend(comfy) as page:
+    with _frontend(browser, comfy) as page:
         yield page
 
 
@@ -198,13 +205,13 @@ def test_the_frontend_offers_the_downloads_sees_the_groups_and_never_sends_the_n
 
 @pytest.mark.comfy
 @pytest.mark.browser
-def test_installed_files_are_not_reported_missing(tmp_path):
+def test_installed_files_are_not_reported_missing(browser, tmp_path):
     """The names and folders in the links are the ones the server lists, so a user with the files sees no dialog."""
     with ComfyServer(tmp_path / "comfy") as server:
         info = server.object_info()
         workflow = _load(PACK_DIR / "workflows" / "lato_edit.json")
         install_models(ui_to_api(workflow, info), server.base / "models")
-        with _frontend(server) as page:
+        with _frontend(browser, server) as page:
             page.evaluate("wf => window.app.loadGraphData(wf)", workflow)
             page.wait_for_function(f"window.app.graph._nodes.length === {len(workflow['nodes'])}", timeout=30_000)
             page.wait_for_timeout(3000)   # the dialog, if any, opens after the model folders are read
