@@ -3,7 +3,7 @@
 python bench/bench_stfg.py [--latent 32] [--repeats 5]
 Both steps run ComfyUI's own UNetModel (the tiny SD1.5-shaped one of tests/tiny_sd15.py, weights created under
 inference_mode as ComfyUI loads them) on a CFG batch (cond + uncond) inside torch.inference_mode(). The guided
-step is what STFGGuider does from its second step on: forward with graph through the loaded weights (autograd
+step is what FaceEditSTFGGuider does from its second step on: forward with graph through the loaded weights (autograd
 views, no copy), text-attention recording, boundary, backward to z_t. Prints milliseconds (median), the median of
 per-pair ratios (pairs alternate, so background load hits both alike), and the peak memory above the loaded model
 of each kind of step, each measured in a fresh process (CUDA: max_memory_allocated; CPU: resident set sampled

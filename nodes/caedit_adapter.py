@@ -26,7 +26,7 @@ def adapter_files() -> list[str]:
     return folder_paths.get_filename_list(FOLDER)
 
 
-class CA2AdapterLoader:
+class FaceEditCA2AdapterLoader:
     DESCRIPTION = "Load a CA-Edit adapter (CA2 layers, optional reference net) trained with `python -m caedit_core train`."
 
     @classmethod
@@ -40,7 +40,7 @@ class CA2AdapterLoader:
     RETURN_TYPES = (ADAPTER,)
     RETURN_NAMES = ("ca2_adapter",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/ca-edit"
 
     def load(self, adapter_name, dtype):
         import comfy.model_management as mm
@@ -53,7 +53,7 @@ class CA2AdapterLoader:
             return (load_adapter(path, getattr(torch, dtype)),)
 
 
-class CA2Adapter:
+class FaceEditCA2Adapter:
     DESCRIPTION = ("Patch a clone of an SD1.5 MODEL with CA2 (score-suppressed visual cross-attention on the source "
                    "photo, added to the layer's attention and to any other pack's patch) and, when the adapter has "
                    "one, the reference net.")
@@ -78,7 +78,7 @@ class CA2Adapter:
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "apply"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/ca-edit"
 
     def apply(self, model, ca2_adapter, clip_vision_output, mask, strength, refnet_strength, image=None, vae=None):
         tokens = image_tokens(ca2_adapter.config, clip_vision_output)
@@ -86,6 +86,6 @@ class CA2Adapter:
 
 
 NODES = {
-    "CA2AdapterLoader": (CA2AdapterLoader, "CA2 Adapter Loader (CA-Edit)"),
-    "CA2Adapter": (CA2Adapter, "CA2 Adapter (CA-Edit)"),
+    "FaceEditCA2AdapterLoader": (FaceEditCA2AdapterLoader, "CA2 Adapter Loader (CA-Edit)"),
+    "FaceEditCA2Adapter": (FaceEditCA2Adapter, "CA2 Adapter (CA-Edit: inpaint face attributes)"),
 }

@@ -38,7 +38,7 @@ class FaceParsingMask:
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
     FUNCTION = "mask"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def mask(self, image, parser, regions, grow):
         import comfy.model_management as mm

@@ -6,7 +6,7 @@ from caedit_core.blend import paste_pixels
 from .common import CATEGORY
 
 
-class CAEditPaste:
+class FaceEditCAEditPaste:
     DESCRIPTION = "Final paste of the decoded edit into the source, feathered inward: pixels outside the mask stay the source's."
 
     @classmethod
@@ -20,7 +20,7 @@ class CAEditPaste:
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "paste"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/ca-edit"
 
     def paste(self, edited, source, mask, feather):
         if edited.shape[1:3] != source.shape[1:3]:
@@ -28,4 +28,4 @@ class CAEditPaste:
         return (paste_pixels(edited[..., :3], source[..., :3], mask, feather),)
 
 
-NODES = {"CAEditPaste": (CAEditPaste, "CA-Edit Paste (feathered)")}
+NODES = {"FaceEditCAEditPaste": (FaceEditCAEditPaste, "CA-Edit Paste (feathered)")}

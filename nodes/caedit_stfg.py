@@ -15,7 +15,7 @@ from .common import CATEGORY
 MAPS = ("unet", "refnet")
 
 
-class STFGGuider:
+class FaceEditSTFGGuider:
     DESCRIPTION = ("GUIDER for SamplerCustomAdvanced: CFG + Skin Transition Frequency Guidance + Blended Diffusion. "
                    "Works on any SD1.5 (inpainting) model, with or without CA2 (training-free mode). No copy of the "
                    "UNet is made: gradients run through the loaded weights; a guided step costs one backward pass "
@@ -62,7 +62,7 @@ class STFGGuider:
 
     RETURN_TYPES = ("GUIDER",)
     FUNCTION = "get_guider"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/ca-edit"
 
     def get_guider(self, model, positive, negative, mask, cfg, strength, radius, boundary_rule, tokens, maps, step,
                    start_percent, end_percent, blend, source_latent=None, clip=None, prompt_text=""):
@@ -76,4 +76,4 @@ class STFGGuider:
         return (stfg_guider(model, positive, negative, cfg, stepper, blend, source, maps),)
 
 
-NODES = {"STFGGuider": (STFGGuider, "STFG Guider (CA-Edit)")}
+NODES = {"FaceEditSTFGGuider": (FaceEditSTFGGuider, "STFG Guider (CA-Edit: inpaint face, seamless skin)")}

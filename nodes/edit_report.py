@@ -71,7 +71,7 @@ class FaceEditReport:
     OUTPUT_TOOLTIPS = ("Source | edit with target (green) and detected (red) points, the numbers below.",
                        "The metrics of every face as JSON.")
     FUNCTION = "measure"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/measure"
 
     @classmethod
     def VALIDATE_INPUTS(cls, arcface_onnx=NO_ARCFACE):

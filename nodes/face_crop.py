@@ -28,7 +28,7 @@ class FaceEditCrop:
     OUTPUT_TOOLTIPS = ("One square crop per face.", "The landmarks in crop pixels.",
                        "How each crop maps back into its photo; feed it to Face Stitch.")
     FUNCTION = "crop"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def crop(self, image, landmarks, size, scale, offset_x, offset_y, align_roll):
         crops, transforms, crop_landmarks = crop_faces(image, landmarks, size, scale, offset_x, offset_y, align_roll)
@@ -60,7 +60,7 @@ class FaceEditStitch:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "stitch"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def stitch(self, image, crops, crop_info, feather, colour_match, mode, antialias, mask=None):
         return (stitch_faces(image, crops, crop_info, mask, feather, colour_match, mode, antialias),)

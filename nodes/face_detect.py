@@ -41,7 +41,7 @@ class FaceEditDetectLandmarks:
     OUTPUT_TOOLTIPS = ("68 landmarks per chosen face, tagged with the image they came from.",
                        "The photo with the landmarks drawn.", "How many faces were chosen.")
     FUNCTION = "detect"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def detect(self, image, backend, selection, index, order, min_score, upsample, detect_max_side, on_no_face="error"):
         options = DetectOptions(backend, min_score, upsample, detect_max_side)

@@ -16,7 +16,7 @@ class FaceEditLandmarksToPoseKeypoint:
 
     RETURN_TYPES = ("POSE_KEYPOINT",)
     FUNCTION = "convert"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def convert(self, landmarks, normalised):
         return (to_pose_keypoint(landmarks, normalised=normalised),)
@@ -32,7 +32,7 @@ class FaceEditPoseKeypointToLandmarks:
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "convert"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def convert(self, pose_keypoint):
         return (from_pose_keypoint(pose_keypoint),)
@@ -50,7 +50,7 @@ class FaceEditLandmarksToMediaPipe:
 
     RETURN_TYPES = ("FACE_LANDMARKS",)
     FUNCTION = "convert"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def convert(self, landmarks, batch_size):
         count = max(batch_size, max((f.image_index for f in landmarks), default=0) + 1)
@@ -67,7 +67,7 @@ class FaceEditMediaPipeToLandmarks:
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "convert"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def convert(self, face_landmarks):
         return (from_face_landmarks(face_landmarks),)

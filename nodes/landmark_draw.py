@@ -21,7 +21,7 @@ class FaceEditDrawLandmarks:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "draw"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def draw(self, landmarks, lines, numbers, radius, image=None):
         drawn = draw_batch(landmarks, image, radius or None, lines, numbers)

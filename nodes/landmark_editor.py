@@ -36,7 +36,7 @@ class FaceEditLandmarkEditor:
                        "The edited points drawn over the crops.")
     FUNCTION = "edit"
     OUTPUT_NODE = True  # runs on its own too, so one click loads the crop into the widget
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def edit(self, crops, landmarks, start_from, edits, target_landmarks=None):
         base = _start_points(landmarks, start_from, target_landmarks)
@@ -69,5 +69,5 @@ def _start_points(landmarks, start_from, target_landmarks):
 
 
 NODES = {
-    "FaceEditLandmarkEditor": (FaceEditLandmarkEditor, "Landmark Editor (drag points)"),
+    "FaceEditLandmarkEditor": (FaceEditLandmarkEditor, "Landmark Editor (drag landmarks: expression, pose)"),
 }

@@ -20,7 +20,7 @@ class FaceEditSaveLandmarks:
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def save(self, landmarks, filename_prefix):
         import folder_paths
@@ -49,7 +49,7 @@ class FaceEditLoadLandmarks:
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def load(self, json_text, out_of_canvas):
         return (faces_from_json(json_text, out_of_canvas),)

@@ -25,7 +25,7 @@ class FaceEditLandmarkVLMLoader:
     RETURN_TYPES = (VLM,)
     RETURN_NAMES = ("vlm",)
     FUNCTION = "load"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def load(self, folder):
         # VlmPredictor names the folder and the missing file when the folder is absent or incomplete.
@@ -75,7 +75,7 @@ class FaceEditLandmarkPredictor:
     OUTPUT_TOOLTIPS = ("Where each landmark should go.", "The targets drawn over the crop.",
                        "JSON: which predictor was used, the parsed parameters, warnings, fallback reasons.")
     FUNCTION = "predict"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def predict(self, landmarks, instruction, mode, yaw, pitch, roll, mouth_open, blink, brow_raise, keep_centre,
                 crops=None, vlm=None, neutral=0.0, **expressions):
@@ -88,6 +88,6 @@ class FaceEditLandmarkPredictor:
 
 
 NODES = {
-    "FaceEditLandmarkPredictor": (FaceEditLandmarkPredictor, "Landmark Predictor (instruction + sliders)"),
+    "FaceEditLandmarkPredictor": (FaceEditLandmarkPredictor, "Landmark Predictor (expression, smile, head turn, pose)"),
     "FaceEditLandmarkVLMLoader": (FaceEditLandmarkVLMLoader, "Load VLM Landmark Predictor"),
 }

@@ -40,7 +40,7 @@ class FaceEditExpressionTransfer:
                        "The targets drawn over A's crops.",
                        "JSON: pose in degrees, eye openness and mouth gap of both faces, the parts carried.")
     FUNCTION = "transfer"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def transfer(self, landmarks, reference_landmarks, reference_face, strength, eyes, brows, mouth, pose,
                  crops=None):
@@ -58,5 +58,5 @@ class FaceEditExpressionTransfer:
 
 
 NODES = {
-    "FaceEditExpressionTransfer": (FaceEditExpressionTransfer, "Expression Transfer (from a reference photo)"),
+    "FaceEditExpressionTransfer": (FaceEditExpressionTransfer, "Expression Transfer (expression and pose from a reference photo)"),
 }

@@ -21,7 +21,7 @@ class FaceEditLandmarkWarp:
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("warped",)
     FUNCTION = "warp"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/landmarks"
 
     def warp(self, crops, source_landmarks, target_landmarks, smoothing, fold_guard):
         warped = warp_crops(crops, source_landmarks, target_landmarks, smoothing, fold_guard)

@@ -10,7 +10,7 @@ def _with(conditioning, values: dict):
     return [[cond, {**options, **values}] for cond, options in conditioning]
 
 
-class LaToEditConditioning:
+class FaceEditLaToEditConditioning:
     DESCRIPTION = ("Puts the source crop (reference latent) and the target landmark tokens on the positive and "
                    "the negative conditioning, so any core sampler's cfg is the release's guidance (both branches "
                    "carry the image and the landmarks).")
@@ -48,4 +48,4 @@ class LaToEditConditioning:
         return _with(positive, values), _with(negative, values)
 
 
-NODES = {"LaToEditConditioning": (LaToEditConditioning, "LaTo Edit Conditioning")}
+NODES = {"FaceEditLaToEditConditioning": (FaceEditLaToEditConditioning, "LaTo Edit Conditioning (expression, pose)")}

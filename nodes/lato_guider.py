@@ -2,7 +2,7 @@
 from .common import CATEGORY
 
 
-class LaToLandmarkAwareGuider:
+class FaceEditLaToLandmarkAwareGuider:
     DESCRIPTION = ("The LaTo paper's landmark-aware guidance: v = v_uu + geometry (v_u - v_uu) + text (v_c - v_u), "
                    "where v_uu drops the landmarks too. All three branches run in one batched forward. geometry 1 "
                    "is the release's CFG; text = geometry is the paper's single scale (Table 5, 4.0).")
@@ -30,4 +30,4 @@ class LaToLandmarkAwareGuider:
         return (LandmarkAwareGuider(model, positive, negative, text_scale, geometry_scale),)
 
 
-NODES = {"LaToLandmarkAwareGuider": (LaToLandmarkAwareGuider, "LaTo Landmark-Aware Guider")}
+NODES = {"FaceEditLaToLandmarkAwareGuider": (FaceEditLaToLandmarkAwareGuider, "LaTo Landmark-Aware Guider")}

@@ -7,7 +7,7 @@ from .lato_loaders import LATO_TOKENIZER
 LATO_LANDMARK_TOKENS = "LATO_LANDMARK_TOKENS"
 
 
-class LaToLandmarkTokens:
+class FaceEditLaToLandmarkTokens:
     DESCRIPTION = ("Quantizes target landmarks (from the Landmark Predictor, the editor or a reference photo) "
                    "into LaTo's landmark tokens: one codebook token per point, placed at its position on the "
                    "crop. Hidden points (visibility 0) are left out of the DiT's sequence.")
@@ -29,4 +29,4 @@ class LaToLandmarkTokens:
         return (tokenize_landmarks(tokenizer, landmarks),)
 
 
-NODES = {"LaToLandmarkTokens": (LaToLandmarkTokens, "LaTo Landmark Tokens")}
+NODES = {"FaceEditLaToLandmarkTokens": (FaceEditLaToLandmarkTokens, "LaTo Landmark Tokens")}

@@ -49,7 +49,7 @@ def _devices():
     return mm.get_torch_device(), mm.unet_offload_device()
 
 
-class LaToModelLoader:
+class FaceEditLaToModelLoader:
     """The LaTo DiT as a native ComfyUI MODEL: core samplers, LoRA loaders and the memory manager work on it."""
 
     DESCRIPTION = ("Loads lato.safetensors (the Step1X-Edit DiT with Qwen connector and landmark adapter) as a "
@@ -85,7 +85,7 @@ class LaToModelLoader:
         return (load_lato_patcher(_full_path("diffusion_models", dit_name, "LaTo checkpoint"), adapter, weight_dtype),)
 
 
-class LaToTokenizerLoader:
+class FaceEditLaToTokenizerLoader:
     """Load the landmark tokenizer (Po_VQVAE/model.safetensors) from models/lato/."""
 
     @classmethod
@@ -106,7 +106,7 @@ class LaToTokenizerLoader:
         return (load_tokenizer(_full_path(PACK_MODEL_FOLDER, tokenizer_name, "Landmark tokenizer"), decoder=False),)
 
 
-class LaToTextEncoderLoader:
+class FaceEditLaToTextEncoderLoader:
     """Load the Qwen2.5-VL-7B-Instruct folder that encodes LaTo's instructions."""
 
     DESCRIPTION = ("Loads a stock Qwen2.5-VL-7B-Instruct folder (transformers) as LaTo's text encoder. Users of "
@@ -133,7 +133,7 @@ class LaToTextEncoderLoader:
 
 
 NODES = {
-    "LaToModelLoader": (LaToModelLoader, "LaTo Model Loader"),
-    "LaToTokenizerLoader": (LaToTokenizerLoader, "LaTo Landmark Tokenizer Loader"),
-    "LaToTextEncoderLoader": (LaToTextEncoderLoader, "LaTo Text Encoder Loader (Qwen2.5-VL)"),
+    "FaceEditLaToModelLoader": (FaceEditLaToModelLoader, "LaTo Model Loader"),
+    "FaceEditLaToTokenizerLoader": (FaceEditLaToTokenizerLoader, "LaTo Landmark Tokenizer Loader"),
+    "FaceEditLaToTextEncoderLoader": (FaceEditLaToTextEncoderLoader, "LaTo Text Encoder Loader (Qwen2.5-VL)"),
 }

@@ -5,7 +5,7 @@ from lato_core.sampler.schedule import flow_schedule
 from .common import CATEGORY
 
 
-class LaToReleaseSchedule:
+class FaceEditLaToReleaseSchedule:
     DESCRIPTION = ("The release's schedule: linspace(1, 0, steps + 1) shifted with mu linear in the token count "
                    "(0.5 at 256 tokens, 1.15 at 4096), in float32. Core's BasicScheduler 'simple' on a model "
                    "patched by ModelSamplingFlux for the same size is within 1.5e-4 of it.")
@@ -27,4 +27,4 @@ class LaToReleaseSchedule:
         return (flow_schedule(steps, rows * cols),)
 
 
-NODES = {"LaToReleaseSchedule": (LaToReleaseSchedule, "LaTo Release Schedule")}
+NODES = {"FaceEditLaToReleaseSchedule": (FaceEditLaToReleaseSchedule, "LaTo Release Schedule")}

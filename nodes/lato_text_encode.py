@@ -6,7 +6,7 @@ from .common import CATEGORY
 from .lato_loaders import LATO_TEXT_ENCODER
 
 
-class LaToTextEncode:
+class FaceEditLaToTextEncode:
     DESCRIPTION = ("Encodes the edit instruction with the source crop through Qwen2.5-VL in Step1X-Edit's chat "
                    "template (prefix dropped, padded to 640 tokens with a mask). Give either core's CLIP loaded "
                    "as qwen_image (qwen_2.5_vl_7b*.safetensors, shared with Qwen-Image) or the pack's Qwen folder "
@@ -45,4 +45,4 @@ class LaToTextEncode:
         return tuple([[hidden, {"attention_mask": mask}]] for hidden, mask in pairs)
 
 
-NODES = {"LaToTextEncode": (LaToTextEncode, "LaTo Text Encode")}
+NODES = {"FaceEditLaToTextEncode": (FaceEditLaToTextEncode, "LaTo Text Encode")}

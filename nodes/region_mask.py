@@ -24,7 +24,7 @@ class FaceEditRegionMask:
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
     FUNCTION = "mask"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/face"
 
     def mask(self, landmarks, regions, grow, convex_hull, feather, image=None):
         masks = mask_batch(landmarks, regions, grow, convex_hull, feather, image.shape[0] if image is not None else None)

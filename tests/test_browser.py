@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 SCREENSHOTS = PACK_DIR / "outputs" / "test-screenshots"
 # What a user on a 2-core CPU would turn down before pressing Run: crop size and step counts (node type, widget).
-SMALL_RUN = {("FaceEditCrop", "size"): 128, ("BasicScheduler", "steps"): 2, ("LaToReleaseSchedule", "steps"): 2,
+SMALL_RUN = {("FaceEditCrop", "size"): 128, ("BasicScheduler", "steps"): 2, ("FaceEditLaToReleaseSchedule", "steps"): 2,
              ("KSampler", "steps"): 2}
 
 

@@ -78,11 +78,11 @@ def _latent_outside(out) -> torch.Tensor:
 
 def test_nodes_are_registered_with_tooltips(server):
     info = server.object_info()
-    for name in ("CA2AdapterLoader", "CA2Adapter", "STFGGuider", "CAEditPaste", "FaceEditParsingMask"):
+    for name in ("FaceEditCA2AdapterLoader", "FaceEditCA2Adapter", "FaceEditSTFGGuider", "FaceEditCAEditPaste", "FaceEditParsingMask"):
         assert name in info, server.log()[-3000:]
         inputs = {**info[name]["input"]["required"], **info[name]["input"].get("optional", {})}
         assert all(spec_[1].get("tooltip") for spec_ in inputs.values()), name
-    assert ADAPTER in info["CA2AdapterLoader"]["input"]["required"]["adapter_name"][0]
+    assert ADAPTER in info["FaceEditCA2AdapterLoader"]["input"]["required"]["adapter_name"][0]
     assert info["FaceEditParsingMask"]["input"]["required"]["parser"][0] == ["tiny_segformer"]
 
 
@@ -146,7 +146,7 @@ def test_adapter_for_another_clip_vision_width_is_refused_clearly(server):
     prompt = _prompt(server, "caedit_ca2_stfg_inpaint.json", **{"11": {"adapter_name": NARROW}})
     entry = server.run(prompt, timeout=600)
     error = execution_error(entry)
-    assert error is not None and error["node_type"] == "CA2Adapter"
+    assert error is not None and error["node_type"] == "FaceEditCA2Adapter"
     message = error["exception_message"]
     assert "32-wide" in message and "gives 1024 (ViT-L/14)" in message and "CLIP Vision Loader" in message
 

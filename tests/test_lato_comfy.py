@@ -37,10 +37,10 @@ def _tiny_prompt(info, crop_size=64, steps=2):
     by_type = {node["type"]: str(node["id"]) for node in LATO_EDIT}
     overrides = {
         "FaceEditCrop": {"size": crop_size},
-        "LaToModelLoader": {"dit_name": "lato_tiny.safetensors", "landmark_adapter": "landmark_in_tiny.pth"},
+        "FaceEditLaToModelLoader": {"dit_name": "lato_tiny.safetensors", "landmark_adapter": "landmark_in_tiny.pth"},
         "LoraLoaderModelOnly": {"lora_name": "lato_tiny_lora.safetensors"},
-        "LaToTokenizerLoader": {"tokenizer_name": "tokenizer_tiny.safetensors"},
-        "LaToTextEncoderLoader": {"folder": "qwen_tiny"},
+        "FaceEditLaToTokenizerLoader": {"tokenizer_name": "tokenizer_tiny.safetensors"},
+        "FaceEditLaToTextEncoderLoader": {"folder": "qwen_tiny"},
         "VAELoader": {"vae_name": "flux_vae_random.safetensors"},
         "KSampler": {"steps": steps, "seed": 7},
     }
@@ -52,8 +52,8 @@ def _tiny_prompt(info, crop_size=64, steps=2):
 def test_lato_workflow_runs_on_cpu_and_returns_the_photo_size(server):
     comfy, _ = server
     info = comfy.object_info()
-    for node in ("LaToModelLoader", "LaToTokenizerLoader", "LaToTextEncoderLoader", "LaToLandmarkTokens",
-                 "LaToTextEncode", "LaToEditConditioning", "LaToLandmarkAwareGuider", "LaToReleaseSchedule"):
+    for node in ("FaceEditLaToModelLoader", "FaceEditLaToTokenizerLoader", "FaceEditLaToTextEncoderLoader", "FaceEditLaToLandmarkTokens",
+                 "FaceEditLaToTextEncode", "FaceEditLaToEditConditioning", "FaceEditLaToLandmarkAwareGuider", "FaceEditLaToReleaseSchedule"):
         assert node in info, comfy.log()[-3000:]
     workflow, prompt = _tiny_prompt(info, steps=3)
     entry, messages, previews = comfy.run_watching(prompt, timeout=900)
@@ -76,7 +76,7 @@ def test_lato_workflow_runs_on_cpu_and_returns_the_photo_size(server):
 def test_a_plain_flux_file_is_refused_with_the_fix(server):
     comfy, _ = server
     _, prompt = _tiny_prompt(comfy.object_info())
-    loader = next(k for k, v in prompt.items() if v["class_type"] == "LaToModelLoader")
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "FaceEditLaToModelLoader")
     prompt[loader]["inputs"]["dit_name"] = "flux_plain_tiny.safetensors"
     entry = comfy.run(prompt)
     error = execution_error(entry)
@@ -86,19 +86,19 @@ def test_a_plain_flux_file_is_refused_with_the_fix(server):
 def test_model_lists_keep_vlm_shards_out_of_the_file_choices(server):
     comfy, _ = server
     info = comfy.object_info()
-    tokenizers = info["LaToTokenizerLoader"]["input"]["required"]["tokenizer_name"][0]
-    adapters = info["LaToModelLoader"]["input"]["required"]["landmark_adapter"][0]
+    tokenizers = info["FaceEditLaToTokenizerLoader"]["input"]["required"]["tokenizer_name"][0]
+    adapters = info["FaceEditLaToModelLoader"]["input"]["required"]["landmark_adapter"][0]
     assert "tokenizer_tiny.safetensors" in tokenizers and not any("Landmark_Predictor" in f for f in tokenizers)
     assert "landmark_in_tiny.pth" in adapters
     assert info["FaceEditLandmarkVLMLoader"]["input"]["required"]["folder"][0] == ["Landmark_Predictor"]
-    assert info["LaToTextEncoderLoader"]["input"]["required"]["folder"][0] == ["qwen_tiny"]
+    assert info["FaceEditLaToTextEncoderLoader"]["input"]["required"]["folder"][0] == ["qwen_tiny"]
 
 
 def test_a_code_carrying_adapter_is_refused_by_name_and_the_next_prompt_runs(server):
     comfy, _ = server
     info = comfy.object_info()
     _, prompt = _tiny_prompt(info, steps=1)
-    loader = next(k for k, v in prompt.items() if v["class_type"] == "LaToModelLoader")
+    loader = next(k for k, v in prompt.items() if v["class_type"] == "FaceEditLaToModelLoader")
     prompt[loader]["inputs"]["landmark_adapter"] = "landmark_in_malicious.pth"
     error = execution_error(comfy.run(prompt))
     message = error["exception_message"]

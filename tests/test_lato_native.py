@@ -39,7 +39,7 @@ def conditioning(native, inputs, row):
 
 
 def release_schedule_node(native, inputs):
-    (sigmas,) = pack_node_module("lato_schedule").LaToReleaseSchedule().get_sigmas({"samples": inputs["noise_latent"]}, 28)
+    (sigmas,) = pack_node_module("lato_schedule").FaceEditLaToReleaseSchedule().get_sigmas({"samples": inputs["noise_latent"]}, 28)
     return sigmas
 
 

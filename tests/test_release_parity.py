@@ -65,7 +65,7 @@ def forward(lato, inputs, t_vec, all_rows=True):
 
 
 def test_tokenizer_codes_exact_and_latents_at_1e4(models):
-    tokenizer = load_tokenizer(install_tokenizer(models), decoder=False)   # as LaToTokenizerLoader loads it
+    tokenizer = load_tokenizer(install_tokenizer(models), decoder=False)   # as FaceEditLaToTokenizerLoader loads it
     points = fixture("tokenizer", "inputs.safetensors")["landmarks"]
     expected = fixture("tokenizer", "outputs.safetensors")
     x = points_to_tokens_input(points, CANVAS)

@@ -18,8 +18,8 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 IDS = [p.stem for p in WORKFLOWS]
 # Loader widgets whose file the dialog cannot download (a pickle to repack, a model folder, a user-trained or
 # user-chosen file): the note must name them instead.
-NO_DOWNLOAD = {("LaToModelLoader", "landmark_adapter"), ("LaToTextEncoderLoader", "folder"),
-               ("CLIPVisionLoader", "clip_name"), ("CA2AdapterLoader", "adapter_name")}
+NO_DOWNLOAD = {("FaceEditLaToModelLoader", "landmark_adapter"), ("FaceEditLaToTextEncoderLoader", "folder"),
+               ("CLIPVisionLoader", "clip_name"), ("FaceEditCA2AdapterLoader", "adapter_name")}
 DOWNLOAD_HOSTS = ("https://huggingface.co/", "https://civitai.com/")   # what the frontend's dialog allows
 
 

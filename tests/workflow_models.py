@@ -73,15 +73,15 @@ def _ca2_adapter(path: Path) -> None:
 
 # (node type, widget) -> (models/ subfolder, builder)
 BUILDERS: dict[tuple[str, str], tuple[str, Callable[[Path], None]]] = {
-    ("LaToModelLoader", "dit_name"): ("diffusion_models", _lato_dit),
-    ("LaToModelLoader", "landmark_adapter"): ("lato", _lato_adapter),
+    ("FaceEditLaToModelLoader", "dit_name"): ("diffusion_models", _lato_dit),
+    ("FaceEditLaToModelLoader", "landmark_adapter"): ("lato", _lato_adapter),
     ("LoraLoaderModelOnly", "lora_name"): ("loras", write_lato_lora),
-    ("LaToTokenizerLoader", "tokenizer_name"): ("lato", _lato_tokenizer),
-    ("LaToTextEncoderLoader", "folder"): ("text_encoders", _lato_text_encoder),
+    ("FaceEditLaToTokenizerLoader", "tokenizer_name"): ("lato", _lato_tokenizer),
+    ("FaceEditLaToTextEncoderLoader", "folder"): ("text_encoders", _lato_text_encoder),
     ("VAELoader", "vae_name"): ("vae", _flux_vae),
     ("CheckpointLoaderSimple", "ckpt_name"): ("checkpoints", _sd15_checkpoint),
     ("CLIPVisionLoader", "clip_name"): ("clip_vision", _clip_vision),
-    ("CA2AdapterLoader", "adapter_name"): ("ca2", _ca2_adapter),
+    ("FaceEditCA2AdapterLoader", "adapter_name"): ("ca2", _ca2_adapter),
 }
 # Widget values that mean "nothing to load" (e.g. the adapter inside the checkpoint).
 NOT_A_FILE = {"(inside the checkpoint)"}

@@ -10,15 +10,15 @@ LATO = "https://huggingface.co/Alibaba-Research-Intelligence-Computing/LaTo/reso
 
 # (loader node type, widget) -> the ComfyUI models/ folder that loader reads the file from
 LOADER_FOLDERS = {
-    ("LaToModelLoader", "dit_name"): "diffusion_models",
-    ("LaToModelLoader", "landmark_adapter"): "lato",
+    ("FaceEditLaToModelLoader", "dit_name"): "diffusion_models",
+    ("FaceEditLaToModelLoader", "landmark_adapter"): "lato",
     ("LoraLoaderModelOnly", "lora_name"): "loras",
-    ("LaToTokenizerLoader", "tokenizer_name"): "lato",
-    ("LaToTextEncoderLoader", "folder"): "text_encoders",
+    ("FaceEditLaToTokenizerLoader", "tokenizer_name"): "lato",
+    ("FaceEditLaToTextEncoderLoader", "folder"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
-    ("CA2AdapterLoader", "adapter_name"): "ca2",
+    ("FaceEditCA2AdapterLoader", "adapter_name"): "ca2",
 }
 
 # (folder, file name as the loader's menu lists it) -> download URL
