@@ -37,6 +37,7 @@ class FaceEditCA2AdapterLoader:
                 "Weight precision. auto: float16 on a GPU, float32 on the CPU."}),
         }}
 
+    OUTPUT_TOOLTIPS = ('For the CA2 Adapter node.',)
     RETURN_TYPES = (ADAPTER,)
     RETURN_NAMES = ("ca2_adapter",)
     FUNCTION = "load"

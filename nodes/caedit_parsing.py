@@ -35,6 +35,7 @@ class FaceParsingMask:
             "grow": ("INT", {"default": 0, "min": 0, "max": 128, "tooltip": "Dilate the mask by this many pixels (the paper's coarse masks)."}),
         }}
 
+    OUTPUT_TOOLTIPS = ('1 where the chosen classes are.',)
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
     FUNCTION = "mask"

@@ -18,6 +18,7 @@ class FaceEditCAEditPaste:
             "feather": ("INT", {"default": 8, "min": 0, "max": 256, "tooltip": "Inward ramp width in pixels; 0 = hard edge."}),
         }}
 
+    OUTPUT_TOOLTIPS = ('The edit pasted into the source.',)
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "paste"
     CATEGORY = f"{CATEGORY}/ca-edit"

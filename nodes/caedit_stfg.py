@@ -60,6 +60,7 @@ class FaceEditSTFGGuider:
             "prompt_text": ("STRING", {"default": "", "tooltip": "The positive prompt's text, exactly as encoded (tokens prompt/auto)."}),
         }}
 
+    OUTPUT_TOOLTIPS = ('For SamplerCustomAdvanced.',)
     RETURN_TYPES = ("GUIDER",)
     FUNCTION = "get_guider"
     CATEGORY = f"{CATEGORY}/ca-edit"

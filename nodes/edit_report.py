@@ -66,6 +66,7 @@ class FaceEditReport:
                 "needs onnxruntime) for the paper's ArcFace identity; none uses dlib's offline face descriptor."}),
         }}
 
+    DESCRIPTION = 'Measures an edit as the LaTo paper does: landmark error, identity distance, SSIM and the rectified identity score, printed on the report image it shows.'
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("report_image", "metrics_json")
     OUTPUT_TOOLTIPS = ("Source | edit with target (green) and detected (red) points, the numbers below.",

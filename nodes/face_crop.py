@@ -23,6 +23,7 @@ class FaceEditCrop:
                 "Rotate the crop so the eyes are level. Off keeps the head's tilt, which pose edits may want."}),
         }}
 
+    DESCRIPTION = 'Cuts an aligned square crop around each face, the 512-px canvas LaTo and CA-Edit work on, and maps the landmarks into it.'
     RETURN_TYPES = ("IMAGE", LANDMARKS, CROP_INFO)
     RETURN_NAMES = ("crops", "crop_landmarks", "crop_info")
     OUTPUT_TOOLTIPS = ("One square crop per face.", "The landmarks in crop pixels.",
@@ -57,6 +58,8 @@ class FaceEditStitch:
             "mask": ("MASK", {"tooltip": "Optional crop-space mask (1 = paste) to limit the paste to the edited region."}),
         }}
 
+    DESCRIPTION = "Pastes edited face crops back into the full-resolution photo with a feathered seam (or adds only the edit's change in keep_detail mode)."
+    OUTPUT_TOOLTIPS = ('The photo with the edited faces pasted back.',)
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "stitch"

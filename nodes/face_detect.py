@@ -36,6 +36,7 @@ class FaceEditDetectLandmarks:
                 "Face Stitch returns them unchanged (the batch still needs one face)."}),
         }}
 
+    DESCRIPTION = 'Finds faces and their 68 iBUG landmarks (dlib HOG/CNN or MediaPipe) and picks which faces go on: the start of every face edit.'
     RETURN_TYPES = (LANDMARKS, "IMAGE", "INT")
     RETURN_NAMES = ("landmarks", "overlay", "face_count")
     OUTPUT_TOOLTIPS = ("68 landmarks per chosen face, tagged with the image they came from.",

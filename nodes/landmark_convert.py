@@ -14,6 +14,8 @@ class FaceEditLandmarksToPoseKeypoint:
                 "Write 0..1 coordinates (OpenPose style) instead of pixels (DWPose style)."}),
         }}
 
+    DESCRIPTION = 'Converts 68 landmarks to OpenPose POSE_KEYPOINT (the DWPose face layout of comfyui_controlnet_aux).'
+    OUTPUT_TOOLTIPS = ('OpenPose JSON frames.',)
     RETURN_TYPES = ("POSE_KEYPOINT",)
     FUNCTION = "convert"
     CATEGORY = f"{CATEGORY}/landmarks"
@@ -29,6 +31,8 @@ class FaceEditPoseKeypointToLandmarks:
     def INPUT_TYPES(cls):
         return {"required": {"pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "From a DWPose or OpenPose estimator."})}}
 
+    DESCRIPTION = "Converts the face of OpenPose POSE_KEYPOINT (DWPose, 68 points) to this pack's landmarks."
+    OUTPUT_TOOLTIPS = ('The face landmarks.',)
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "convert"
@@ -48,6 +52,8 @@ class FaceEditLandmarksToMediaPipe:
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Number of images in the batch."}),
         }}
 
+    DESCRIPTION = "Converts to ComfyUI core's FACE_LANDMARKS (MediaPipe 478-point mesh; needs the mediapipe detector backend)."
+    OUTPUT_TOOLTIPS = ('Core FACE_LANDMARKS.',)
     RETURN_TYPES = ("FACE_LANDMARKS",)
     FUNCTION = "convert"
     CATEGORY = f"{CATEGORY}/landmarks"
@@ -64,6 +70,8 @@ class FaceEditMediaPipeToLandmarks:
     def INPUT_TYPES(cls):
         return {"required": {"face_landmarks": ("FACE_LANDMARKS", {"tooltip": "From ComfyUI's MediaPipe face landmarker."})}}
 
+    DESCRIPTION = "Converts core's FACE_LANDMARKS (MediaPipe 478) to the iBUG 68 points this pack uses."
+    OUTPUT_TOOLTIPS = ('The 68-point landmarks.',)
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "convert"

@@ -18,6 +18,8 @@ class FaceEditDrawLandmarks:
             "image": ("IMAGE", {"tooltip": "Draw over this image; leave empty for a black canvas of the landmarks' size."}),
         }}
 
+    DESCRIPTION = "Draws 68 landmarks in the LaTo release's colours (jaw, brows, nose, eyes, lips), on the image or a black canvas."
+    OUTPUT_TOOLTIPS = ('The landmarks drawn.',)
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
     FUNCTION = "draw"

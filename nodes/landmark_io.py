@@ -17,6 +17,7 @@ class FaceEditSaveLandmarks:
                 "File name prefix inside the output folder; a counter and .json are added."}),
         }}
 
+    DESCRIPTION = 'Writes the landmarks to a JSON file in the output folder (points, visibility, canvas size, box).'
     RETURN_TYPES = ()
     FUNCTION = "save"
     OUTPUT_NODE = True
@@ -46,6 +47,8 @@ class FaceEditLoadLandmarks:
                 "Points outside the image: refuse them, move them onto the edge, or move them and mark them invisible."}),
         }}
 
+    DESCRIPTION = "Reads landmarks from JSON text in the pack's format, every field checked and bounded."
+    OUTPUT_TOOLTIPS = ('The landmarks, validated.',)
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     FUNCTION = "load"

@@ -1,8 +1,8 @@
 import json
 
-from lato_core.face.batch import draw_batch
+from lato_core.face.batch import caption_batch, draw_batch
 from lato_core.predictor.face_model import EXPRESSIONS
-from lato_core.predictor.predict import MODES, Controls, predict_targets
+from lato_core.predictor.predict import MODES, Controls, predict_targets, report_lines
 from lato_core.predictor.vlm import VlmPredictor
 
 from .common import CATEGORY, LANDMARKS, PACK_MODEL_FOLDER, model_subfolders, preview, resolve_subfolder
@@ -22,6 +22,8 @@ class FaceEditLandmarkVLMLoader:
                                                    "*.safetensors), e.g. models/lato/Landmark_Predictor."}),
         }}
 
+    DESCRIPTION = "Loads the LaTo release's Landmark_Predictor (Qwen3-VL) or a Qwen2.5-VL folder to predict target landmarks from an instruction."
+    OUTPUT_TOOLTIPS = ("For the Landmark Predictor's vlm input.",)
     RETURN_TYPES = (VLM,)
     RETURN_NAMES = ("vlm",)
     FUNCTION = "load"
@@ -70,6 +72,7 @@ class FaceEditLandmarkPredictor:
                 "and lids), 0.5 = halfway. Other expressions are added after. Same as 'neutral' in the instruction."}),
         }}
 
+    DESCRIPTION = 'Turns an instruction ("turn her head 30 degrees left and smile slightly") and sliders into target landmarks for expression and head pose: parametric (3D face, no weights) or with the VLM.'
     RETURN_TYPES = (LANDMARKS, "IMAGE", "STRING")
     RETURN_NAMES = ("target_landmarks", "preview", "report")
     OUTPUT_TOOLTIPS = ("Where each landmark should go.", "The targets drawn over the crop.",
@@ -84,7 +87,8 @@ class FaceEditLandmarkPredictor:
         targets, reports = predict_targets(landmarks, instruction, controls, mode, vlm, crops, keep_centre)
         drawn = draw_batch(targets, crops)
         text = json.dumps(reports, indent=1, default=str)
-        return {"ui": {**preview(drawn, "predicted"), "text": [text]}, "result": (targets, drawn, text)}
+        shown = caption_batch(drawn, targets, [report_lines(r) for r in reports])   # the frontend shows images
+        return {"ui": {**preview(shown, "predicted"), "text": [text]}, "result": (targets, drawn, text)}
 
 
 NODES = {

@@ -18,6 +18,8 @@ class FaceEditLandmarkWarp:
                 "Raise the smoothing only as far as needed so the picture never folds or smears (large head turns)."}),
         }}
 
+    DESCRIPTION = 'An instant preview of an expression or pose edit: warps the crop so its landmarks move onto the targets (no diffusion weights needed).'
+    OUTPUT_TOOLTIPS = ('The crop warped toward the target landmarks.',)
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("warped",)
     FUNCTION = "warp"

@@ -21,6 +21,8 @@ class FaceEditRegionMask:
             "image": ("IMAGE", {"tooltip": "Only for the preview: shows the mask over this image."}),
         }}
 
+    DESCRIPTION = 'A MASK of named face regions (eyes, brows, lips, nose, face oval, ...) from the landmarks: the region to inpaint for CA-Edit.'
+    OUTPUT_TOOLTIPS = ('1 where the edit goes.',)
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("mask",)
     FUNCTION = "mask"

@@ -119,3 +119,20 @@ def test_mask_batch_is_a_comfy_mask_with_one_plane_per_image(astronaut_face):
     masks = mask_batch([astronaut_face, other], "nose")
     assert masks.shape == (3, 512, 512) and masks.dtype == torch.float32
     assert masks[1].sum() == 0 and torch.equal(masks[0], masks[2]) and masks[0].max() == 1.0
+
+
+def test_warnings_are_printed_on_the_preview_the_frontend_shows():
+    from lato_core.face.batch import caption_batch
+    from lato_core.face.landmarks import FaceLandmarks
+    from lato_core.predictor.predict import report_lines
+
+    pictures = torch.full((2, 128, 160, 3), 0.5)
+    faces = [FaceLandmarks(np.full((68, 2), 50.0), (160, 128), image_index=1)]
+    notes = [report_lines({"used": "parametric", "reason": "the VLM reply failed a check",
+                           "warnings": ["yaw 720 capped at 90"]})]
+    assert notes[0] == ["parametric used: the VLM reply failed a check", "yaw 720 capped at 90"]
+    shown = caption_batch(pictures, faces, notes)
+    assert torch.equal(shown[0], pictures[0])                 # image 0 has no face: unchanged
+    band = shown[1, -30:]
+    assert (band == 0).float().mean() > 0.5 and (band[..., 0] > 0.8).any()   # dark band with yellow text
+    assert torch.allclose(shown[1, :60], pictures[1, :60], atol=1 / 255)   # the picture above it kept

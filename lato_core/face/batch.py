@@ -81,3 +81,18 @@ def mask_preview(masks: torch.Tensor, images: torch.Tensor | None = None) -> tor
     red = torch.tensor([1.0, 0.15, 0.1])
     m = masks[..., None]
     return (base * (1 - 0.6 * m) + 0.6 * m * red).clamp(0, 1)
+
+
+def caption_batch(pictures: torch.Tensor, faces: list[FaceLandmarks], notes: list[list[str]]) -> torch.Tensor:
+    """(B, H, W, 3) pictures with each face's notes (notes[j] belongs to faces[j]) printed on its image."""
+    from .draw import with_caption
+
+    out = []
+    for i, picture in enumerate(pictures):
+        lines = [line for face, lines in zip(faces, notes) if face.image_index == i for line in lines]
+        if not lines:
+            out.append(picture)
+            continue
+        array = (picture.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        out.append(torch.from_numpy(with_caption(array, lines)).float().div_(255.0))
+    return torch.stack(out) if out else pictures

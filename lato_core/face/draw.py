@@ -68,3 +68,24 @@ def draw_landmarks(faces: list[FaceLandmarks], image=None, size: tuple[int, int]
             if numbers:
                 pen.text((x + r + 1, y - r - 1), str(i), fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
     return np.asarray(canvas)
+
+
+def with_caption(picture: np.ndarray, lines: list[str], max_lines: int = 6) -> np.ndarray:
+    """(H, W, 3) uint8 with the lines (e.g. a predictor's warnings) printed in a dark band at the bottom, so the
+    stock frontend's image preview shows them. No lines: the picture unchanged."""
+    lines = [line for line in lines if line][:max_lines]
+    if not lines:
+        return picture
+    canvas = Image.fromarray(np.ascontiguousarray(picture))
+    font = ImageFont.load_default()
+    pen = ImageDraw.Draw(canvas)
+    width = canvas.size[0]
+    wrapped = []
+    chars = max(8, width // 7)
+    for line in lines:
+        wrapped += [line[i:i + chars] for i in range(0, len(line), chars)]
+    band = 4 + 12 * len(wrapped)
+    pen.rectangle([0, canvas.size[1] - band, width, canvas.size[1]], fill=(0, 0, 0))
+    for k, text in enumerate(wrapped):
+        pen.text((4, canvas.size[1] - band + 2 + 12 * k), text, fill=(255, 220, 0), font=font)
+    return np.asarray(canvas)

@@ -91,3 +91,11 @@ def predict_targets(faces: list[FaceLandmarks], instruction: str = "", controls:
         targets.append(target)
         reports.append(report)
     return targets, reports
+
+
+def report_lines(report: dict) -> list[str]:
+    """What a user must see from one face's report: its warnings and why a VLM answer was not used."""
+    lines = [str(w) for w in report.get("warnings", [])]
+    if report.get("reason") and report.get("used") != "vlm":   # the VLM's answer was not taken: say why
+        lines.insert(0, f"{report.get('used', '')} used: {report['reason']}")
+    return lines
