@@ -10,7 +10,7 @@ import torch
 from caedit_core.checkpoint import image_tokens, load_adapter
 from caedit_core.comfy_patches import apply_ca2
 
-from .common import CATEGORY
+from .common import CATEGORY, or_hint
 
 ADAPTER = "CAEDIT_ADAPTER"
 FOLDER = "ca2"
@@ -32,7 +32,7 @@ class FaceEditCA2AdapterLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "adapter_name": (adapter_files(), {"tooltip": "A .safetensors file in models/ca2 written by the CA-Edit trainer."}),
+            "adapter_name": (or_hint(adapter_files(), "(put a CA-Edit adapter .safetensors in models/ca2/)"), {"tooltip": "A .safetensors file in models/ca2 written by the CA-Edit trainer."}),
             "dtype": (["auto", "float32", "float16", "bfloat16"], {"default": "auto", "tooltip":
                 "Weight precision. auto: float16 on a GPU, float32 on the CPU."}),
         }}

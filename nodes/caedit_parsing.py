@@ -8,7 +8,7 @@ from caedit_core.face_parsing import ALIASES, SEGFORMER_LABELS, parse_regions
 
 from lato_core.face.batch import mask_preview
 
-from .common import CATEGORY, preview
+from .common import CATEGORY, or_hint, preview
 
 PARSERS = "face_parsing"
 
@@ -29,7 +29,7 @@ class FaceParsingMask:
     def INPUT_TYPES(cls):
         return {"required": {
             "image": ("IMAGE", {"tooltip": "Photo(s) or face crop(s) to parse."}),
-            "parser": (parser_folders(), {"tooltip": "A SegFormer face-parsing folder (config.json with id2label) in models/face_parsing."}),
+            "parser": (or_hint(parser_folders(), "(put a SegFormer face-parsing folder in models/face_parsing/)"), {"tooltip": "A SegFormer face-parsing folder (config.json with id2label) in models/face_parsing."}),
             "regions": ("STRING", {"default": "brows", "tooltip":
                 "Comma-separated classes by name (never index): " + ", ".join(SEGFORMER_LABELS) + "; groups: " + ", ".join(ALIASES) + "."}),
             "grow": ("INT", {"default": 0, "min": 0, "max": 128, "tooltip": "Dilate the mask by this many pixels (the paper's coarse masks)."}),

@@ -29,6 +29,11 @@ def preview(images, prefix: str = "face_edit") -> dict:
     return {"images": entries}
 
 
+def or_hint(choices: list[str], hint: str) -> list[str]:
+    """A model menu that is never empty: with no file yet it shows which file goes in which folder."""
+    return choices or [hint]
+
+
 PACK_MODEL_FOLDER = "lato"  # models/lato/: tokenizer, landmark adapter, VLM landmark predictor folders
 
 

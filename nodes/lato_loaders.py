@@ -4,7 +4,7 @@ from lato_core.engine.text_encoder import load_text_encoder
 from lato_core.errors import FaceEditError
 from lato_core.tokenizer.loading import load_tokenizer
 
-from .common import CATEGORY, PACK_MODEL_FOLDER, model_subfolders, pack_model_paths, resolve_subfolder
+from .common import CATEGORY, PACK_MODEL_FOLDER, model_subfolders, or_hint, pack_model_paths, resolve_subfolder
 
 LATO_TOKENIZER = "LATO_TOKENIZER"
 LATO_TEXT_ENCODER = "LATO_TEXT_ENCODER"
@@ -32,11 +32,6 @@ def _full_path(folder: str, name: str, what: str) -> str:
     return path
 
 
-def _or_hint(files: list[str], hint: str) -> list[str]:
-    """A model menu that is never empty: with no file yet it shows where the file goes."""
-    return files or [hint]
-
-
 def _weight_dtypes():
     from .lato_native_model import WEIGHT_DTYPES
 
@@ -61,7 +56,7 @@ class FaceEditLaToModelLoader:
         import folder_paths
 
         return {"required": {
-            "dit_name": (_or_hint(folder_paths.get_filename_list("diffusion_models"),
+            "dit_name": (or_hint(folder_paths.get_filename_list("diffusion_models"),
                                   "(put lato.safetensors in models/diffusion_models/)"), {"tooltip":
                 "lato/lato.safetensors from the LaTo release (or its fp8 repack), in models/diffusion_models/."}),
             "landmark_adapter": ([INSIDE_CHECKPOINT] + _pack_files((".pth", ".safetensors")), {"tooltip":
@@ -90,7 +85,7 @@ class FaceEditLaToTokenizerLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"tokenizer_name": (_or_hint(_pack_files((".safetensors",)),
+        return {"required": {"tokenizer_name": (or_hint(_pack_files((".safetensors",)),
                                                          "(put Po_VQVAE/model.safetensors in models/lato/)"), {"tooltip":
             "Po_VQVAE/model.safetensors from the LaTo release (or one trained with this pack), in models/lato/."})}}
 
