@@ -22,6 +22,14 @@ def strip_prefixes(state: Mapping[str, V], prefixes: Iterable[str] = COMMON_WRAP
     return dict(state)
 
 
+def strip_key(key: str, prefixes: Iterable[str] = COMMON_WRAPPERS) -> str:
+    """One key without the first wrapper prefix it carries (files whose keys are wrapped unevenly)."""
+    for prefix in prefixes:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
+
+
 def listing(title: str, items: list[str], limit: int = LIST_LIMIT) -> str:
     shown = "\n    ".join(items[:limit])
     more = f"\n    ... and {len(items) - limit} more" if len(items) > limit else ""

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..checkpoint_check import COMMON_WRAPPERS, check_layout
+from ..checkpoint_check import COMMON_WRAPPERS, check_layout, strip_key
 from ..errors import ModelFileError
 from .config import DiTConfig
 from .model import Step1XEditDiT
@@ -102,10 +102,7 @@ def expected_shapes(cfg: DiTConfig, with_landmark_in: bool = True) -> dict[str, 
 
 
 def strip_wrapper_prefix(key: str) -> str:
-    for prefix in COMMON_WRAPPERS:
-        if key.startswith(prefix):
-            return key[len(prefix):]
-    return key
+    return strip_key(key, COMMON_WRAPPERS)
 
 
 def detect_checkpoint_kind(keys: Iterable[str]) -> str:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dit.layers import timestep_embedding
-from ..checkpoint_check import COMMON_WRAPPERS, check_layout, shapes_of
+from ..checkpoint_check import check_layout, shapes_of, strip_key
 from ..errors import ModelFileError
 
 CONNECTOR_PREFIX = "connector."
@@ -173,9 +173,7 @@ def _connector_keys(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip wrapper prefixes; if any connector.* key exists keep only those (a whole DiT file), prefix removed."""
     state = {}
     for key, value in raw.items():
-        for prefix in COMMON_WRAPPERS:
-            key = key.removeprefix(prefix)
-        state[key] = value
+        state[strip_key(key)] = value
     if any(k.startswith(CONNECTOR_PREFIX) for k in state):
         state = {k[len(CONNECTOR_PREFIX):]: v for k, v in state.items() if k.startswith(CONNECTOR_PREFIX)}
     return state
