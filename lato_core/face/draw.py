@@ -67,7 +67,7 @@ def draw_landmarks(faces: list[FaceLandmarks], image=None, size: tuple[int, int]
                 pen.ellipse(box, outline=colours[i], width=max(1, round(scale)))
             if numbers:
                 pen.text((x + r + 1, y - r - 1), str(i), fill=(255, 255, 255), font=font, stroke_width=1, stroke_fill=(0, 0, 0))
-    return np.asarray(canvas)
+    return np.array(canvas)   # writable, for torch.from_numpy
 
 
 def with_caption(picture: np.ndarray, lines: list[str], max_lines: int = 6) -> np.ndarray:
@@ -88,4 +88,4 @@ def with_caption(picture: np.ndarray, lines: list[str], max_lines: int = 6) -> n
     pen.rectangle([0, canvas.size[1] - band, width, canvas.size[1]], fill=(0, 0, 0))
     for k, text in enumerate(wrapped):
         pen.text((4, canvas.size[1] - band + 2 + 12 * k), text, fill=(255, 220, 0), font=font)
-    return np.asarray(canvas)
+    return np.array(canvas)   # writable, for torch.from_numpy
