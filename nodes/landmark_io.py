@@ -1,4 +1,3 @@
-import json
 import os
 
 from lato_core.face.landmarks import faces_from_json, faces_to_json

@@ -25,11 +25,9 @@ import comfy.ops
 import comfy.supported_models_base
 import comfy.utils
 from lato_core.dit.config import DiTConfig
-from lato_core.dit.loading import (NULL_TOKENS_KEY, load_landmark_in, read_adapter_file,
-                                   strip_wrapper_prefix, validate_keys)
+from lato_core.dit.loading import NULL_TOKENS_KEY, strip_wrapper_prefix, validate_keys
 from lato_core.dit.model import Step1XEditDiT
-from lato_core.engine.files import config_sections, infer_connector_config, infer_dit_config, read_header
-from lato_core.dit.loading import detect_checkpoint_kind
+from lato_core.engine.files import inspect_lato_file
 from lato_core.errors import ModelFileError
 from lato_core.sampler.packing import grid_hw_for_latent, pack_latents, unpack_latents
 from lato_core.sampler.schedule import mu_for_tokens
@@ -199,33 +197,15 @@ def _key(key) -> str:
 
 def _state(path: str, adapter_path: str | None) -> tuple[dict, DiTConfig, ConnectorConfig, list[str]]:
     """The checked state dict (the file's own keys, landmark_in from the adapter file) and configs of a LaTo file."""
-    shapes, metadata = read_header(path)
-    sections = config_sections(path, metadata)
-    connector_config = infer_connector_config(shapes, sections, path)
-    kind = detect_checkpoint_kind(shapes)
-    if kind != "step1x_edit" or connector_config is None:
-        raise ModelFileError(f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs "
-                             "lato.safetensors from the LaTo release (lato/lato.safetensors) in "
-                             "models/diffusion_models/.")
-    dit_config = infer_dit_config(shapes, sections, path)
+    spec = inspect_lato_file(path, adapter_path)
     raw = {strip_wrapper_prefix(k): v for k, v in comfy.utils.load_torch_file(path, safe_load=True).items()}
     notes = []
-    adapter = read_adapter_file(adapter_path) if adapter_path else None
-    if adapter is not None:
-        weight = adapter.get("weight", adapter.get("landmark_in.weight"))
-        if "landmark_in.weight" not in raw and weight is not None and weight.ndim == 2:
-            dit_config = DiTConfig(**{**asdict(dit_config), "landmark_dim": weight.shape[1]})
-        with torch.device("meta"):
-            probe = Step1XEditDiT(dit_config)
-        load_landmark_in(probe, {k: v.to("meta") for k, v in adapter.items()}, adapter_path)   # shape check only
+    if spec.adapter is not None:
         raw = {k: v for k, v in raw.items() if not k.startswith("landmark_in.")}
-        raw.update({f"landmark_in.{k.removeprefix('landmark_in.')}": v for k, v in adapter.items()})
-        notes.append(f"landmark_in from {os.path.basename(adapter_path)}")
-    elif "landmark_in.weight" not in raw:
-        raise ModelFileError(f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) "
-                             "in models/lato/ and choose it as the landmark adapter.")
-    validate_keys(path, {k: tuple(v.shape) for k, v in raw.items()}, dit_config)
-    return raw, dit_config, connector_config, notes
+        raw.update({f"landmark_in.{k}": v for k, v in spec.adapter.items()})
+        notes.append(f"landmark_in from {os.path.basename(spec.adapter_name)}")
+    validate_keys(path, {k: tuple(v.shape) for k, v in raw.items()}, spec.dit)
+    return raw, spec.dit, spec.connector, notes
 
 
 def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: str = "default"

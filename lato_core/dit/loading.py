@@ -221,21 +221,30 @@ def read_adapter_file(name: str) -> dict[str, torch.Tensor]:
     return dict(raw)
 
 
-def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor],
-                     name: str | None = None) -> None:
-    """Install landmark_in from landmark_in.pth ({weight, bias}; read with weights_only=True), a .safetensors
-    file, or a dict (`name`: its file, for messages), with or without the `landmark_in.` prefix. Uses the
-    model's dtype and device."""
-    name = name or ("<state dict>" if isinstance(source, Mapping) else os.fspath(source))
-    raw = dict(source) if isinstance(source, Mapping) else read_adapter_file(name)
-    state = {strip_wrapper_prefix(k).removeprefix(LANDMARK_PREFIX): v for k, v in raw.items()}
-    cfg = model.config
+def adapter_state(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{weight, bias} of an adapter file or dict, with or without wrapper or `landmark_in.` prefixes."""
+    return {strip_wrapper_prefix(k).removeprefix(LANDMARK_PREFIX): v for k, v in raw.items()}
+
+
+def check_adapter(state: Mapping[str, torch.Tensor], cfg: DiTConfig, name: str) -> None:
+    """Raise a ModelFileError naming the adapter file unless it is Linear(landmark_dim -> hidden) of `cfg`."""
     if not cfg.landmark_dim:
         raise ModelFileError(f"{name}: this DiT config has no landmark adapter (landmark_dim is None)")
     want = {"weight": (cfg.hidden_size, cfg.landmark_dim), "bias": (cfg.hidden_size,)}
     check_layout(name, {k: tuple(v.shape) for k, v in state.items()}, want,
                  f"the landmark adapter of this DiT (Linear {cfg.landmark_dim} -> {cfg.hidden_size})",
                  "Use the landmark_in.pth that belongs to this LaTo checkpoint.")
+
+
+def load_landmark_in(model: Step1XEditDiT, source: str | os.PathLike | Mapping[str, torch.Tensor],
+                     name: str | None = None) -> None:
+    """Install landmark_in from landmark_in.pth ({weight, bias}; read with weights_only=True), a .safetensors
+    file, or a dict (`name`: its file, for messages), with or without the `landmark_in.` prefix. Uses the
+    model's dtype and device."""
+    name = name or ("<state dict>" if isinstance(source, Mapping) else os.fspath(source))
+    state = adapter_state(dict(source) if isinstance(source, Mapping) else read_adapter_file(name))
+    cfg = model.config
+    check_adapter(state, cfg, name)
     layer = nn.Linear(cfg.landmark_dim, cfg.hidden_size, device=model.img_in.weight.device, dtype=model.dtype)
     with torch.no_grad():
         layer.weight.copy_(state["weight"])

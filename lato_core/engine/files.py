@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from ..checkpoint_check import strip_prefixes
 from ..dit.config import DiTConfig
+from ..dit.loading import adapter_state, check_adapter, detect_checkpoint_kind, read_adapter_file
 from ..errors import ModelFileError
 from ..text.connector import ConnectorConfig
 
@@ -144,6 +145,43 @@ def infer_connector_config(shapes: Shapes, sections: dict | None = None,
                   pooled_dim=_dim(shapes, f"{p}global_proj_out.weight", 0, 2, name),
                   timestep_freq_dim=_dim(shapes, f"{p}S.t_embedder.mlp.0.weight", 1, 2, name))
     return _with_overrides(ConnectorConfig, values, override, name, "connector")
+
+
+@dataclass
+class LaToFile:
+    """What a LaTo checkpoint (and the adapter file chosen for it) hold, checked before any weight is read."""
+    dit: DiTConfig
+    connector: ConnectorConfig
+    adapter: dict | None          # landmark_in {weight, bias} from the adapter file, when one was chosen
+    adapter_name: str | None
+    has_landmark_in: bool         # the checkpoint itself carries landmark_in.*
+
+
+def inspect_lato_file(path: str | os.PathLike, adapter_path: str | os.PathLike | None = None) -> LaToFile:
+    """Configs of lato.safetensors from its header (plain FLUX files refused), and the adapter file read and
+    checked; a checkpoint without landmark_in takes its token width from the adapter file."""
+    path = os.fspath(path)
+    shapes, metadata = read_header(path)
+    sections = config_sections(path, metadata)
+    connector = infer_connector_config(shapes, sections, path)
+    kind = detect_checkpoint_kind(shapes)
+    if kind != "step1x_edit" or connector is None:
+        raise ModelFileError(f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs "
+                             "lato.safetensors from the LaTo release (lato/lato.safetensors) in "
+                             "models/diffusion_models/.")
+    dit = infer_dit_config(shapes, sections, path)
+    has_landmark_in = "landmark_in.weight" in strip_prefixes(shapes)
+    name = None if adapter_path is None else os.fspath(adapter_path)
+    adapter = None if name is None else adapter_state(read_adapter_file(name))
+    if adapter is None and not has_landmark_in:
+        raise ModelFileError(f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code "
+                             "release) in models/lato/ and choose it as the landmark adapter.")
+    if adapter is not None:
+        weight = adapter.get("weight")
+        if not has_landmark_in and weight is not None and weight.ndim == 2:
+            dit = replace(dit, landmark_dim=weight.shape[1])
+        check_adapter(adapter, dit, name)
+    return LaToFile(dit, connector, adapter, name, has_landmark_in)
 
 
 def config_metadata(dit: DiTConfig | None = None, connector: ConnectorConfig | None = None) -> dict[str, str]:

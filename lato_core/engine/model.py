@@ -12,13 +12,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..dit.loading import detect_checkpoint_kind, load_dit, load_landmark_in, read_adapter_file
+from ..dit.loading import load_dit, load_landmark_in
 from ..errors import ModelFileError
 from ..dit.model import Step1XEditDiT
 from ..lora import LoraWeights, apply_lora, load_kohya_lora
 from ..memory import BlockOffloader, cast_for_storage
 from ..text.connector import Qwen2Connector, load_connector
-from .files import config_sections, infer_connector_config, infer_dit_config, read_header
+from .files import inspect_lato_file
 
 STORAGES = ("bf16", "fp8_e4m3", "fp32")
 OFFLOADS = ("none", "blocks")
@@ -71,35 +71,16 @@ def load_lato_model(path: str | os.PathLike, landmark_adapter: str | os.PathLike
     if storage not in STORAGES or offload not in OFFLOADS:
         raise ModelFileError(f"storage must be one of {STORAGES} and offload one of {OFFLOADS}.")
     path = os.fspath(path)
-    shapes, metadata = read_header(path)
-    kind = detect_checkpoint_kind(shapes)
-    sections = config_sections(path, metadata)
-    connector_config = infer_connector_config(shapes, sections, path)
-    if kind != "step1x_edit" or connector_config is None:
-        raise ModelFileError(
-            f"{path} is a plain FLUX file ({kind}) without Step1X-Edit's connector.*; LaTo needs lato.safetensors "
-            "from the LaTo release (lato/lato.safetensors) in models/diffusion_models/.")
-    config = infer_dit_config(shapes, sections, path)
-    adapter_name = None if landmark_adapter is None else os.fspath(landmark_adapter)
-    adapter = None if adapter_name is None else read_adapter_file(adapter_name)
-    weight = (adapter or {}).get("weight", (adapter or {}).get("landmark_in.weight"))
-    if not any(k.endswith("landmark_in.weight") for k in shapes) and weight is not None and weight.ndim == 2:
-        config = replace(config, landmark_dim=weight.shape[1])   # the adapter file says how wide tokens are
+    spec = inspect_lato_file(path, landmark_adapter)
     load_dtype = compute_dtype if storage != "fp32" else torch.float32
-    loaded = load_dit(path, dtype=load_dtype, device=device, config=config)
+    loaded = load_dit(path, dtype=load_dtype, device=device, config=spec.dit)
     notes = []
-    if not loaded.has_landmark_in:
-        if landmark_adapter is None:
-            raise ModelFileError(
-                f"{path} has no landmark_in.* weights: put landmark_in.pth (from the LaTo code release) in "
-                "models/lato/ and choose it as the landmark adapter.")
-        load_landmark_in(loaded.model, adapter, adapter_name)
-        notes.append(f"landmark_in from {os.path.basename(adapter_name)}")
-    elif adapter is not None:
-        load_landmark_in(loaded.model, adapter, adapter_name)   # the user asked for this adapter: it wins
-        notes.append(f"landmark_in replaced by {os.path.basename(adapter_name)}")
+    if spec.adapter is not None:   # the user asked for this adapter: it wins over one inside the file
+        load_landmark_in(loaded.model, spec.adapter, spec.adapter_name)
+        verb = "replaced by" if spec.has_landmark_in else "from"
+        notes.append(f"landmark_in {verb} {os.path.basename(spec.adapter_name)}")
     connector = load_connector(loaded.connector_state, dtype=torch.float32 if storage == "fp32" else compute_dtype,
-                               device=device, config=connector_config)
+                               device=device, config=spec.connector)
     if storage == "fp8_e4m3":
         cast_for_storage(loaded.model, "fp8_e4m3", compute_dtype=compute_dtype)
     if loaded.null_tokens is not None:
