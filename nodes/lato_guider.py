@@ -4,8 +4,8 @@ from .common import CATEGORY
 
 class FaceEditLaToLandmarkAwareGuider:
     DESCRIPTION = ("The LaTo paper's landmark-aware guidance: v = v_uu + geometry (v_u - v_uu) + text (v_c - v_u), "
-                   "where v_uu drops the landmarks too. All three branches run in one batched forward. geometry 1 "
-                   "is the release's CFG; text = geometry is the paper's single scale (Table 5, 4.0).")
+                   "where v_uu drops the landmarks too. The branches run in one batched forward, two of them when "
+                   "geometry = 1 (the release's CFG) or text = geometry (the paper's single scale, Table 5: 4.0).")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -29,6 +29,7 @@ from lato_core.dit.loading import NULL_TOKENS_KEY, strip_wrapper_prefix, validat
 from lato_core.dit.model import Step1XEditDiT
 from lato_core.engine.files import inspect_lato_file
 from lato_core.errors import ModelFileError
+from lato_core.sampler.guidance import COND, UNCOND_ALL, UNCOND_TEXT, LandmarkAwareCFG
 from lato_core.sampler.packing import grid_hw_for_latent, pack_latents, unpack_latents
 from lato_core.sampler.schedule import mu_for_tokens
 from lato_core.text.connector import ConnectorConfig, Qwen2Connector
@@ -232,13 +233,17 @@ def load_lato_patcher(path: str, adapter_path: str | None = None, weight_dtype: 
     return LaToModelPatcher(model, load_device=load_device, offload_device=offload_device)
 
 
+BRANCH_CONDS = {COND: "positive", UNCOND_TEXT: "negative", UNCOND_ALL: "null"}
+
+
 class LandmarkAwareGuider(comfy.samplers.CFGGuider):
-    """v = v_uu + w_g (v_u - v_uu) + w_t (v_c - v_u) in denoised space (the combination is linear, so it is the
-    same in velocity space): c = positive, u = negative, uu = negative with its landmarks left out."""
+    """lato_core's LandmarkAwareCFG (which branches, and how they combine) over core's batched cond call, in denoised
+    space (the combination is linear, so it is the same in velocity space): c = positive, u = negative,
+    uu = negative with its landmarks left out. Only the branches the scales need are run."""
 
     def __init__(self, model_patcher, positive, negative, text_scale: float, geometry_scale: float):
         super().__init__(model_patcher)
-        self.text_scale, self.geometry_scale = float(text_scale), float(geometry_scale)
+        self.guidance = LandmarkAwareCFG(float(text_scale), float(geometry_scale))
         learned = getattr(model_patcher.model.diffusion_model, "landmark_null_tokens", None)
         learned = None if learned is None else learned.detach().cpu()
         null = [[cond, {**options, LANDMARK_KEY: options[LANDMARK_KEY].without_landmarks(learned)}
@@ -246,7 +251,7 @@ class LandmarkAwareGuider(comfy.samplers.CFGGuider):
         self.inner_set_conds({"positive": positive, "negative": negative, "null": null})
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        c, u, uu = comfy.samplers.calc_cond_batch(
-            self.inner_model, [self.conds["positive"], self.conds["negative"], self.conds["null"]], x, timestep,
-            model_options)
-        return uu + self.geometry_scale * (u - uu) + self.text_scale * (c - u)
+        branches = self.guidance.branches()
+        out = comfy.samplers.calc_cond_batch(self.inner_model, [self.conds[BRANCH_CONDS[b]] for b in branches],
+                                             x, timestep, model_options)
+        return self.guidance.combine(dict(zip(branches, out)))

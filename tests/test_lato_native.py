@@ -182,8 +182,12 @@ def test_landmark_aware_guider_runs_its_three_branches_in_one_forward(comfy, nat
     c, u, uu = branch(pos), branch(neg), branch(null)
     torch.testing.assert_close(guided, uu + 2.0 * (u - uu) + 3.0 * (c - u), rtol=0, atol=1e-4)
     assert (u - uu).abs().max() > 1e-3   # the landmarks matter: the third branch is not the second
+    calls.clear()
     release = one_step(native.LandmarkAwareGuider(patcher, pos, neg, 4.0, 1.0))
     torch.testing.assert_close(release, u + 4.0 * (c - u), rtol=0, atol=1e-4)
+    single = one_step(native.LandmarkAwareGuider(patcher, pos, neg, 4.0, 4.0))
+    torch.testing.assert_close(single, uu + 4.0 * (c - uu), rtol=0, atol=1e-4)
+    assert calls == [2, 2]   # the release's pair, then the paper's single scale (c, uu): no third branch
 
 
 def test_learned_null_tokens_are_the_guiders_unconditional_geometry(native, tmp_path):
