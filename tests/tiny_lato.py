@@ -7,6 +7,7 @@ only knows the real architecture), written in fp16 to keep it small.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -25,9 +26,9 @@ FILES = {"dit": "diffusion_models/lato_tiny.safetensors", "tokenizer": "lato/tok
          "vae": "vae/flux_vae_random.safetensors", "plain_flux": "diffusion_models/flux_plain_tiny.safetensors"}
 
 
-def connector_state(seed: int = 0) -> dict[str, torch.Tensor]:
+def connector_state(seed: int = 0, text_width: int = CONNECTOR.in_dim) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    module = Qwen2Connector(CONNECTOR)
+    module = Qwen2Connector(dataclasses.replace(CONNECTOR, in_dim=text_width))
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -35,16 +36,18 @@ def connector_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def write_dit(path: Path, with_landmark_in: bool = True, with_connector: bool = True, seed: int = 0,
-              null_tokens: bool = False) -> Path:
+              null_tokens: bool = False, text_width: int = CONNECTOR.in_dim) -> Path:
+    """text_width: the Qwen hidden size the connector reads (64 for the tiny Qwen folder, 3584 for the 7B)."""
     state = random_bfl_state_dict(DIT, seed)
     if null_tokens:
         state["landmark_null_tokens"] = torch.randn(68, DIT.landmark_dim, generator=torch.Generator().manual_seed(seed))
     if not with_landmark_in:
         state = {k: v for k, v in state.items() if not k.startswith("landmark_in.")}
     if with_connector:
-        state.update(connector_state(seed))
+        state.update(connector_state(seed, text_width))
+    connector = dataclasses.replace(CONNECTOR, in_dim=text_width) if with_connector else None
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=config_metadata(DIT, CONNECTOR if with_connector else None))
+    save_file(state, str(path), metadata=config_metadata(DIT, connector))
     return path
 
 

@@ -13,9 +13,12 @@ import torch
 from safetensors.torch import save_file
 
 
+QWEN_7B_WIDTH = 3584   # what core's qwen_image CLIP hands the connector
+
+
 def _lato_dit(path: Path) -> None:
     from tests import tiny_lato
-    tiny_lato.write_dit(path)
+    tiny_lato.write_dit(path, text_width=QWEN_7B_WIDTH)
 
 
 def _lato_adapter(path: Path) -> None:
@@ -37,6 +40,14 @@ def _lato_tokenizer(path: Path) -> None:
 def _lato_text_encoder(path: Path) -> None:
     from tests import tiny_lato
     tiny_lato.write_text_encoder(path)
+
+
+def _core_qwen_image(path: Path) -> None:
+    """Core's qwen_image CLIP only exists at 7B: a random full-size file, written once and linked here."""
+    from tests.full_qwen_image import cached_file
+    if not path.name.startswith("qwen_2.5_vl_7b"):
+        raise ValueError(f"no test model is built for CLIPLoader file {path.name}")
+    path.symlink_to(cached_file())
 
 
 def _flux_vae(path: Path) -> None:
@@ -78,6 +89,7 @@ BUILDERS: dict[tuple[str, str], tuple[str, Callable[[Path], None]]] = {
     ("LoraLoaderModelOnly", "lora_name"): ("loras", write_lato_lora),
     ("FaceEditLaToTokenizerLoader", "tokenizer_name"): ("lato", _lato_tokenizer),
     ("FaceEditLaToTextEncoderLoader", "folder"): ("text_encoders", _lato_text_encoder),
+    ("CLIPLoader", "clip_name"): ("text_encoders", _core_qwen_image),
     ("VAELoader", "vae_name"): ("vae", _flux_vae),
     ("CheckpointLoaderSimple", "ckpt_name"): ("checkpoints", _sd15_checkpoint),
     ("CLIPVisionLoader", "clip_name"): ("clip_vision", _clip_vision),
