@@ -1,4 +1,6 @@
-"""The real ComfyUI frontend in headless Chromium: every example workflow loads, one runs from the UI."""
+"""The real ComfyUI frontend in headless Chromium: every example workflow loads, serializes as posted and runs from
+the UI with the models it names (tiny random ones; core's qwen_image text encoder only exists at 7B, so that one is
+a random full-size file, see tests/full_qwen_image.py), showing latent previews while its sampler runs."""
 import json
 import shutil
 import time
@@ -21,6 +23,21 @@ SCREENSHOTS = PACK_DIR / "outputs" / "test-screenshots"
 # What a user on a 2-core CPU would turn down before pressing Run: crop size and step counts (node type, widget).
 SMALL_RUN = {("FaceEditCrop", "size"): 128, ("BasicScheduler", "steps"): 2, ("FaceEditLaToReleaseSchedule", "steps"): 2,
              ("KSampler", "steps"): 2}
+SAMPLERS = ("KSampler", "SamplerCustomAdvanced")
+STEP_WIDGETS = ("KSampler", "BasicScheduler", "FaceEditLaToReleaseSchedule")   # where a prompt's step counts live
+
+
+def _sampling_steps(prompt: dict) -> int:
+    return sum(node["inputs"]["steps"] for node in prompt.values() if node["class_type"] in STEP_WIDGETS)
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """This module's server sends latent previews, as a user's started with --preview-method does."""
+    from scripts.comfy_server import ComfyServer
+
+    with ComfyServer(tmp_path_factory.mktemp("comfy_ui"), extra_args=("--preview-method", "latent2rgb")) as server:
+        yield server
 
 
 def _small(workflow: dict, info: dict) -> dict:
@@ -47,6 +64,7 @@ def page(comfy):
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(comfy.url) else route.abort())
         page.goto(comfy.url, wait_until="networkidle")
         page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
+        page.evaluate("window.app.api.addEventListener('b_preview', () => { window.__previews = (window.__previews || 0) + 1; })")
         yield page
         browser.close()
 
@@ -132,8 +150,11 @@ def test_workflow_serializes_as_posted_and_runs_from_the_ui(page, comfy, path):
     assert not unknown_loaders(posted), f"{path.name}: the tests cannot build these models"
     _load(page, workflow)
     assert _frontend_prompt(page) == posted, f"{path.name}: the frontend sends other widget values or links"
+    page.evaluate("window.__previews = 0")
     entry = _queue_from_ui_and_wait(page, comfy)
     assert entry["status"]["status_str"] == "success", (path.name, execution_error(entry))
+    if any(node["class_type"] in SAMPLERS for node in posted.values()):
+        assert page.evaluate("window.__previews") >= _sampling_steps(posted), f"{path.name}: not a preview per step"
     saved = [str(n["id"]) for n in workflow["nodes"] if n["type"] == "SaveImage"]
     assert saved, f"{path.name} saves nothing"
     for node_id in saved:

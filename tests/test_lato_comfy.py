@@ -1,5 +1,8 @@
 """The LaTo example workflow in the real ComfyUI, on CPU, with tiny random weights in the released layouts: the
-native MODEL through core's LoraLoaderModelOnly and KSampler, with latent previews while it samples."""
+native MODEL through core's LoraLoaderModelOnly and KSampler, with latent previews while it samples.
+
+Core's Load CLIP (qwen_image) only builds the 7B encoder, so here its place is taken by the pack's Qwen folder loader
+with a tiny folder; tests/test_browser.py runs the file as it is, with a random full-size qwen_image file."""
 import json
 import pickle
 
@@ -40,12 +43,15 @@ def _tiny_prompt(info, crop_size=64, steps=2):
         "FaceEditLaToModelLoader": {"dit_name": "lato_tiny.safetensors", "landmark_adapter": "landmark_in_tiny.pth"},
         "LoraLoaderModelOnly": {"lora_name": "lato_tiny_lora.safetensors"},
         "FaceEditLaToTokenizerLoader": {"tokenizer_name": "tokenizer_tiny.safetensors"},
-        "FaceEditLaToTextEncoderLoader": {"folder": "qwen_tiny"},
         "VAELoader": {"vae_name": "flux_vae_random.safetensors"},
         "KSampler": {"steps": steps, "seed": 7},
     }
     for kind, values in overrides.items():
         prompt[by_type[kind]]["inputs"].update(values)
+    clip_loader, encode = by_type["CLIPLoader"], by_type["FaceEditLaToTextEncode"]
+    prompt[clip_loader] = {"class_type": "FaceEditLaToTextEncoderLoader", "inputs": {"folder": "qwen_tiny"}}
+    del prompt[encode]["inputs"]["clip"]
+    prompt[encode]["inputs"]["text_encoder"] = [clip_loader, 0]
     return workflow, prompt
 
 

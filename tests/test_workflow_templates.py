@@ -93,12 +93,17 @@ def test_every_downloadable_model_file_carries_a_link_the_dialog_accepts(example
             assert entry["name"] in node["widgets_values"], (node["type"], entry)
 
 
-def test_the_lato_workflow_links_the_four_release_files():
+def test_the_lato_workflow_links_the_four_release_files_and_core_s_qwen_image_encoder():
     workflow = _load(PACK_DIR / "workflows" / "lato_edit.json")
     base = "https://huggingface.co/Alibaba-Research-Intelligence-Computing/LaTo/resolve/main/"
-    assert {(m["url"].removeprefix(base), m["directory"]) for m in workflow["models"]} == {
+    qwen_image = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/split_files/"
+    assert {(m["url"].removeprefix(base).removeprefix(qwen_image), m["directory"]) for m in workflow["models"]} == {
         ("lato/lato.safetensors", "diffusion_models"), ("lora/lato.safetensors", "loras"),
-        ("lato/vae.safetensors", "vae"), ("Po_VQVAE/model.safetensors", "lato")}
+        ("lato/vae.safetensors", "vae"), ("Po_VQVAE/model.safetensors", "lato"),
+        ("text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors", "text_encoders")}
+    loaders = {n["type"] for n in workflow["nodes"]}
+    assert {"CLIPLoader", "VAELoader", "LoraLoaderModelOnly", "KSampler"} <= loaders   # core's wherever core has one
+    assert "FaceEditLaToTextEncoderLoader" not in loaders
     note = _notes(workflow)[0]["widgets_values"][0]
     assert "python -m lato_core.repack adapter landmark_in.pth landmark_in.safetensors" in note
 

@@ -7,6 +7,7 @@ note instead and get no entry here.
 from __future__ import annotations
 
 LATO = "https://huggingface.co/Alibaba-Research-Intelligence-Computing/LaTo/resolve/main/"
+QWEN_IMAGE = "https://huggingface.co/Comfy-Org/Qwen-Image_ComfyUI/resolve/main/"   # core's Qwen-Image files
 
 # (loader node type, widget) -> the ComfyUI models/ folder that loader reads the file from
 LOADER_FOLDERS = {
@@ -15,6 +16,7 @@ LOADER_FOLDERS = {
     ("LoraLoaderModelOnly", "lora_name"): "loras",
     ("FaceEditLaToTokenizerLoader", "tokenizer_name"): "lato",
     ("FaceEditLaToTextEncoderLoader", "folder"): "text_encoders",
+    ("CLIPLoader", "clip_name"): "text_encoders",
     ("VAELoader", "vae_name"): "vae",
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("CLIPVisionLoader", "clip_name"): "clip_vision",
@@ -27,6 +29,8 @@ DOWNLOAD_URLS = {
     ("vae", "vae.safetensors"): LATO + "lato/vae.safetensors",
     ("loras", "lato.safetensors"): LATO + "lora/lato.safetensors",
     ("lato", "Po_VQVAE/model.safetensors"): LATO + "Po_VQVAE/model.safetensors",
+    ("text_encoders", "qwen_2.5_vl_7b_fp8_scaled.safetensors"):
+        QWEN_IMAGE + "split_files/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors",
     # A community safetensors conversion of RunwayML's sd-v1-5-inpainting.ckpt (the official repository,
     # stable-diffusion-v1-5/stable-diffusion-inpainting, has the .ckpt only, which the dialog refuses).
     ("checkpoints", "sd-v1-5-inpainting.safetensors"):

@@ -10,7 +10,7 @@ RELEASE_FILES = {
     "adapter": "landmark_in.safetensors",             # models/lato/, repacked from the code release's landmark_in.pth
     "lora": "lato.safetensors",                       # models/loras/
     "tokenizer": "Po_VQVAE/model.safetensors",        # models/lato/
-    "text_encoder": "Qwen2.5-VL-7B-Instruct",         # models/text_encoders/
+    "text_encoder": "qwen_2.5_vl_7b_fp8_scaled.safetensors",   # models/text_encoders/, ComfyUI's Qwen-Image file
     "vae": "vae.safetensors",                         # models/vae/
 }
 
@@ -28,10 +28,10 @@ LATO_EDIT = [
      "widgets": {"dit_name": RELEASE_FILES["dit"], "landmark_adapter": RELEASE_FILES["adapter"]}},
     {"id": 8, "type": "LoraLoaderModelOnly", "pos": [0, 770], "size": [340, 90],
      "widgets": {"lora_name": RELEASE_FILES["lora"], "strength_model": 1.0}, "links": {"model": (7, 0)}},
-    {"id": 9, "type": "FaceEditLaToTextEncoderLoader", "pos": [380, 580], "size": [320, 80],
-     "widgets": {"folder": RELEASE_FILES["text_encoder"]}},
+    {"id": 9, "type": "CLIPLoader", "pos": [380, 580], "size": [320, 110],
+     "widgets": {"clip_name": RELEASE_FILES["text_encoder"], "type": "qwen_image", "device": "default"}},
     {"id": 10, "type": "FaceEditLaToTextEncode", "pos": [1880, 0], "size": [320, 220], "widgets": {"instruction": INSTRUCTION},
-     "links": {"crops": (3, 0), "text_encoder": (9, 0)}},
+     "links": {"crops": (3, 0), "clip": (9, 0)}},
     {"id": 11, "type": "VAELoader", "pos": [380, 720], "size": [320, 80], "widgets": {"vae_name": RELEASE_FILES["vae"]}},
     {"id": 12, "type": "VAEEncode", "pos": [1880, 290], "size": [240, 60], "links": {"pixels": (3, 0), "vae": (11, 0)}},
     {"id": 13, "type": "FaceEditLaToEditConditioning", "pos": [1880, 420], "size": [320, 140],
@@ -53,17 +53,21 @@ NOTE = """LaTo: edit a face's expression and head pose from an instruction
 Detects the face, predicts target landmarks from the instruction, turns them into LaTo landmark tokens and samples
 the edit with core KSampler on the LaTo DiT (with the released LoRA), then stitches the edited crop back.
 
-Model files (the missing-models dialog offers the first four, from huggingface.co/Alibaba-Research-Intelligence-Computing/LaTo):
+Model files (the missing-models dialog offers the first five; the LaTo ones are from
+huggingface.co/Alibaba-Research-Intelligence-Computing/LaTo):
 - models/diffusion_models/lato.safetensors   (lato/lato.safetensors, ~25 GB)
 - models/loras/lato.safetensors              (lora/lato.safetensors)
 - models/vae/vae.safetensors                 (lato/vae.safetensors, the FLUX VAE)
 - models/lato/Po_VQVAE/model.safetensors     (the landmark tokenizer)
+- models/text_encoders/qwen_2.5_vl_7b_fp8_scaled.safetensors  (Qwen2.5-VL-7B as ComfyUI's Qwen-Image ships it,
+  Comfy-Org/Qwen-Image_ComfyUI; qwen_2.5_vl_7b.safetensors works too, loaded by core's Load CLIP as qwen_image)
 Not downloadable from the dialog:
 - models/lato/landmark_in.safetensors: the release ships landmark_in.pth (a pickle) in its code repository; repack
   it with  python -m lato_core.repack adapter landmark_in.pth landmark_in.safetensors  (or pick the .pth itself in
   LaTo Model Loader). Choose "(inside the checkpoint)" if your lato.safetensors already holds landmark_in.*.
-- models/text_encoders/Qwen2.5-VL-7B-Instruct/: the stock Qwen2.5-VL-7B-Instruct folder (config, tokenizer and
-  weight shards); it is a folder, not one file, so there is no single download link."""
+Instead of Load CLIP, the LaTo Text Encoder Loader reads the stock Qwen2.5-VL-7B-Instruct folder from
+models/text_encoders/; it also keeps the release's re-tokenizing of quoted text, which matters only for
+instructions with quotes in them."""
 
 # Needs the LaTo weights (see the README's model table); the demo skips it when they are not installed.
 NEEDS_USER_MODELS = True
