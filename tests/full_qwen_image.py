@@ -63,7 +63,8 @@ def write_random(path: Path, seed: int = 0) -> Path:
     header, offset = {}, 0
     for key, (shape, dtype) in layout.items():
         size = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
-        header[key] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[key] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape),
+                       "data_offsets": [offset, offset + size]}
         offset += size
     header["__metadata__"] = {"format": "pt", "made_by": "face-edit tests (random weights)"}
     blob = json.dumps(header, separators=(",", ":")).encode()

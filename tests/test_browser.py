@@ -64,7 +64,8 @@ def page(comfy):
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(comfy.url) else route.abort())
         page.goto(comfy.url, wait_until="networkidle")
         page.wait_for_function("window.app && window.app.graph && window.LiteGraph", timeout=90_000)
-        page.evaluate("window.app.api.addEventListener('b_preview', () => { window.__previews = (window.__previews || 0) + 1; })")
+        page.evaluate("window.app.api.addEventListener('b_preview', "
+                      "() => { window.__previews = (window.__previews || 0) + 1; })")
         yield page
         browser.close()
 

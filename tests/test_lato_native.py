@@ -1,5 +1,6 @@
-"""LaTo as a native ComfyUI model, in this process: the release's numbers through core's own sampling (CFGGuider,
-the euler sampler, the ModelSamplingFlux schedule) and core's LoRA loader, from the files a user installs."""
+"""LaTo as a native ComfyUI model, in this process: the release's numbers through core's own sampling nodes
+(SamplerCustomAdvanced with CFGGuider and euler; KSampler's path with ModelSamplingFlux) and core's LoRA loader,
+from the files a user installs."""
 from __future__ import annotations
 
 import pytest
@@ -43,19 +44,31 @@ def release_schedule_node(native, inputs):
     return sigmas
 
 
-def sample(comfy, patcher, native, inputs, record=None):
-    import comfy.samplers
+class ReleaseNoise:
+    """A NOISE input for SamplerCustomAdvanced that hands over the release's own starting noise."""
+    seed = 0
+
+    def __init__(self, noise):
+        self.noise = noise
+
+    def generate_noise(self, latent):
+        return self.noise
+
+
+def sample(comfy, patcher, native, inputs):
+    """The user's SamplerCustomAdvanced graph, node by node: CFGGuider (cfg 4), KSamplerSelect (euler), the LaTo
+    Release Schedule, the source latent as latent_image."""
+    from comfy_extras.nodes_custom_sampler import CFGGuider, KSamplerSelect, SamplerCustomAdvanced
 
     from lato_core.sampler.schedule import flow_schedule
-    guider = comfy.samplers.CFGGuider(patcher)
-    guider.set_conds(conditioning(native, inputs, 0), conditioning(native, inputs, 1))
-    guider.set_cfg(4.0)
+    (guider,) = CFGGuider.execute(patcher, conditioning(native, inputs, 0), conditioning(native, inputs, 1), 4.0).result
+    (sampler,) = KSamplerSelect.execute("euler").result
     sigmas = release_schedule_node(native, inputs)
     torch.testing.assert_close(sigmas, flow_schedule(28, NOISY), rtol=0, atol=0)
-    latent = torch.zeros_like(inputs["noise_latent"])
-    out = guider.sample(inputs["noise_latent"], latent, comfy.samplers.sampler_object("euler"), sigmas, seed=0)
+    latent = {"samples": torch.zeros_like(inputs["noise_latent"])}
+    out, _ = SamplerCustomAdvanced.execute(ReleaseNoise(inputs["noise_latent"]), guider, sampler, sigmas, latent).result
     fmt = native.comfy.latent_formats.Flux()
-    return (out - fmt.shift_factor) * fmt.scale_factor   # back to the release's normalised latent
+    return (out["samples"] - fmt.shift_factor) * fmt.scale_factor   # back to the release's normalised latent
 
 
 def test_schedule_of_the_model_is_the_release_one(native, files):
@@ -69,7 +82,8 @@ def test_schedule_of_the_model_is_the_release_one(native, files):
 
 
 @pytest.mark.parametrize("layout", [0, 1], ids=["adapter_inside", "landmark_in.pth"])
-def test_core_cfg_guider_and_euler_reproduce_the_28_step_sample(comfy, native, files, inputs, outputs, layout):
+def test_core_sampler_custom_advanced_with_euler_reproduces_the_28_step_sample(comfy, native, files, inputs, outputs,
+                                                                               layout):
     paths = files[layout]
     patcher = native.load_lato_patcher(str(paths["dit"]), None if layout == 0 else str(paths["adapter"]))
     velocities = []
