@@ -14,7 +14,7 @@ from PIL import Image
 from lato_core.text import (ConnectorConfig, Qwen2Connector, RELEASE_PREFIX_DROP,
                             STEP1X_PREFIX, build_qwen_inputs, clear_text_cache, encode_hidden, encode_text,
                             load_connector, prefix_drop)
-from lato_core.text.qwen_prompt import split_quoted, to_pil_rgb
+from lato_core.text.qwen_prompt import render_chat, resize_for_qwen, split_quoted, to_pil_rgb
 from tests.tiny_qwen import build_tiny_qwen_bundle
 
 TINY = ConnectorConfig(in_dim=64, hidden_size=32, num_heads=4, depth=2, mlp_ratio=4.0, pooled_dim=16)
@@ -169,6 +169,14 @@ def test_prefix_drop_equals_tokenized_prefix(tiny_bundle, face_image):
     assert int((ids == tok.convert_tokens_to_ids("<|image_pad|>")).sum()) == 324
 
 
+def processor_token_types(processor, text, image) -> dict:
+    """The image-token marks transformers' own processor makes (transformers 5 needs them for M-RoPE positions;
+    older versions return none), for a reference forward of an unquoted instruction."""
+    pil = resize_for_qwen(to_pil_rgb(image))
+    out = processor(text=[render_chat(processor, text, pil)], images=[pil], return_tensors="pt")
+    return {"mm_token_type_ids": out["mm_token_type_ids"]} if "mm_token_type_ids" in out else {}
+
+
 def test_padding_and_cutting_with_mask(tiny_bundle, face_image):
     model, processor, _ = tiny_bundle
     clear_text_cache()
@@ -180,6 +188,7 @@ def test_padding_and_cutting_with_mask(tiny_bundle, face_image):
             inputs = build_qwen_inputs(processor, text, face_image)
             full[text] = model(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
                                pixel_values=inputs.pixel_values, image_grid_thw=inputs.image_grid_thw,
+                               **processor_token_types(processor, text, face_image),
                                output_hidden_states=True).hidden_states[-1][0, inputs.drop:]
             assert inputs.attention_mask[0].tolist().count(0) == text.count("!")   # "!" is id 0: masked
     cond = encode_text(model, processor, connector, [short, long_text], face_image, max_length=400)

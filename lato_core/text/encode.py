@@ -94,8 +94,14 @@ def processor_key(processor) -> tuple:
 
 def last_hidden_state(qwen_model, **inputs) -> torch.Tensor:
     """Final-normed last hidden state. transformers >= 4.52: the multimodal backbone (no vocab-sized logits);
-    older versions (no vision inside .model): the full model's hidden_states[-1], as the release reads it."""
+    older versions (no vision inside .model): the full model's hidden_states[-1], as the release reads it.
+    transformers 5 places image tokens in M-RoPE (3D positions) only when told which tokens are image tokens
+    (mm_token_type_ids); without it every token gets a 1D position, unlike the release. Older versions find the
+    image tokens in input_ids themselves."""
     backbone = getattr(qwen_model, "model", None)
+    if "mm_token_type_ids" in inspect.signature(qwen_model.forward).parameters and "input_ids" in inputs:
+        image_token = qwen_model.config.image_token_id
+        inputs = {**inputs, "mm_token_type_ids": (inputs["input_ids"] == image_token).int()}
     if hasattr(qwen_model, "lm_head") and "pixel_values" in inspect.signature(backbone.forward).parameters:
         return backbone(**inputs, use_cache=False).last_hidden_state
     return qwen_model(**inputs, output_hidden_states=True, use_cache=False).hidden_states[-1]
