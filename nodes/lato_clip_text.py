@@ -3,8 +3,9 @@
 Core's qwen_image encoder cuts its output after the chat head ("<|im_start|>user\n"); the release drops the
 first 217 positions of the whole prompt (head + Step1X prefix up to its last ':' exclusive), so the remaining
 positions of the prefix are dropped here, counted with core's own tokenizer. Then pad or cut to 640 with a mask.
-Not reproduced on this path: the release's per-character re-tokenizing of quoted spans and its mask hiding
-token id 0 ("!"); the pack's Qwen folder loader keeps both.
+Core 0.3.75's vision tower leaves image tokens in window order; qwen_vision_order puts them back in raster order
+for the encode, as transformers does. Not reproduced on this path: the release's per-character re-tokenizing of
+quoted spans and its mask hiding token id 0 ("!"); the pack's Qwen folder loader keeps both.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 from lato_core.text.encode import DEFAULT_MAX_LENGTH
 from lato_core.text.qwen_prompt import (QWEN25_CHAT_HEAD, RELEASE_PREFIX_DROP, pad_or_cut, resize_for_qwen,
                                         step1x_llama_template, to_pil_rgb)
+
+from .qwen_vision_order import image_tokens_in_raster_order
 
 
 def head_length(clip) -> int:
@@ -31,6 +34,7 @@ def encode_with_clip(clip, instruction: str, crops: torch.Tensor,
         pil = resize_for_qwen(to_pil_rgb(crop))   # Step1X's pixel bounds, before core's own processing
         image = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)[None]
         tokens = clip.tokenize(instruction, llama_template=step1x_llama_template(), images=[image])
-        states = clip.encode_from_tokens(tokens, return_dict=True)["cond"][0]
+        with image_tokens_in_raster_order(clip):
+            states = clip.encode_from_tokens(tokens, return_dict=True)["cond"][0]
         rows.append(pad_or_cut(states[extra_drop:].float().cpu(), max_length))
     return torch.stack([h for h, _ in rows]), torch.stack([m for _, m in rows])

@@ -24,6 +24,7 @@ class CoreTokenizerClip:
     def __init__(self):
         from comfy.text_encoders.qwen_image import QwenImageTokenizer
         self.tokenizer = QwenImageTokenizer()
+        self.cond_stage_model = torch.nn.Identity()   # no vision tower: nothing to put in raster order
 
     def tokenize(self, text, **kwargs):
         return self.tokenizer.tokenize_with_weights(text, **kwargs)
