@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lato_core.errors import FaceEditError
 from lato_core.text.encode import DEFAULT_MAX_LENGTH
 from lato_core.text.qwen_prompt import (QWEN25_CHAT_HEAD, RELEASE_PREFIX_DROP, pad_or_cut, resize_for_qwen,
                                         step1x_llama_template, to_pil_rgb)
@@ -19,10 +20,16 @@ from lato_core.text.qwen_prompt import (QWEN25_CHAT_HEAD, RELEASE_PREFIX_DROP, p
 from .qwen_vision_order import image_tokens_in_raster_order
 
 
+QWEN_IMAGE_TOKENS = "qwen25_7b"   # the key core's qwen_image tokenizer files its tokens under
+
+
 def head_length(clip) -> int:
     """Tokens of the chat head that core's qwen_image encoder already cuts off."""
     tokens = clip.tokenize(QWEN25_CHAT_HEAD, llama_template="{}")
-    return len(next(iter(tokens.values()))[0])
+    if QWEN_IMAGE_TOKENS not in tokens:
+        raise FaceEditError(f"LaTo Text Encode needs core's Load CLIP with type qwen_image and a "
+                            f"qwen_2.5_vl_7b*.safetensors file; this CLIP tokenizes for {sorted(tokens)}")
+    return len(tokens[QWEN_IMAGE_TOKENS][0])
 
 
 def encode_with_clip(clip, instruction: str, crops: torch.Tensor,

@@ -28,7 +28,7 @@ from lato_core.dit.config import DiTConfig
 from lato_core.dit.loading import NULL_TOKENS_KEY, strip_wrapper_prefix, validate_keys
 from lato_core.dit.model import Step1XEditDiT
 from lato_core.engine.files import inspect_lato_file
-from lato_core.errors import ModelFileError
+from lato_core.errors import FaceEditError, ModelFileError
 from lato_core.sampler.guidance import COND, UNCOND_ALL, UNCOND_TEXT, LandmarkAwareCFG
 from lato_core.sampler.packing import grid_hw_for_latent, pack_latents, unpack_latents
 from lato_core.sampler.schedule import mu_for_tokens
@@ -139,6 +139,14 @@ class LaToModelConfig(comfy.supported_models_base.BASE):
     supported_inference_dtypes = [torch.bfloat16, torch.float16, torch.float32]
 
 
+def check_text_width(cross_attn: torch.Tensor, width: int) -> None:
+    """The connector reads Qwen2.5-VL hidden states of one width (3584 for the 7B); anything else is a wrong encoder."""
+    if cross_attn.shape[-1] != width:
+        raise FaceEditError(f"LaTo's connector reads {width}-wide Qwen2.5-VL hidden states, but this conditioning is "
+                            f"{cross_attn.shape[-1]} wide: encode with LaTo Text Encode, from core's Load CLIP with "
+                            f"type qwen_image (qwen_2.5_vl_7b*.safetensors) or the LaTo Text Encoder Loader")
+
+
 class LaToModel(comfy.model_base.BaseModel):
     def __init__(self, model_config, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.FLUX, device=device, unet_model=LaToDiffusionModel)
@@ -148,6 +156,7 @@ class LaToModel(comfy.model_base.BaseModel):
         out = super().extra_conds(**kwargs)
         cross_attn = kwargs.get("cross_attn")
         if cross_attn is not None:
+            check_text_width(cross_attn, self.diffusion_model.connector.config.in_dim)
             out["c_crossattn"] = comfy.conds.CONDRegular(cross_attn)
         mask = kwargs.get("attention_mask")
         if mask is not None:

@@ -66,3 +66,17 @@ def test_encode_with_clip_drops_to_the_release_position_and_pads_to_640(clip_tex
     assert int(mask[0].sum()) == kept and not hidden[0, kept:].any() and torch.equal(mask[0], mask[1])
     long = clip_text.encode_with_clip(clip, "smile " * 700, crops[:1])[1]
     assert int(long.sum()) == 640   # cut, not overflowing
+
+
+def test_a_clip_that_is_not_qwen_image_is_refused_with_the_fix(clip_text):
+    from comfy.sd1_clip import SD1Tokenizer
+
+    from lato_core.errors import FaceEditError
+
+    class StableDiffusionClip(CoreTokenizerClip):   # a CLIPLoader left on type stable_diffusion
+        def __init__(self):
+            self.tokenizer = SD1Tokenizer()
+            self.cond_stage_model = torch.nn.Identity()
+
+    with pytest.raises(FaceEditError, match="type qwen_image"):
+        clip_text.encode_with_clip(StableDiffusionClip(), "make her smile", torch.rand(1, 64, 48, 3))

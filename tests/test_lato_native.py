@@ -243,3 +243,13 @@ def test_fp8_storage_samples_within_fp8_rounding(comfy, native, files, inputs, o
     ref = outputs["sampler_full28_unpacked"]
     error = (result - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()
     assert 1e-4 < error < bound, float(error)
+
+
+def test_hidden_states_of_another_width_are_refused_before_sampling(native, files):
+    from lato_core.errors import FaceEditError
+
+    patcher = native.load_lato_patcher(str(files[0]["dit"]))
+    width = patcher.model.diffusion_model.connector.config.in_dim
+    assert "c_crossattn" in patcher.model.extra_conds(cross_attn=torch.zeros(1, 8, width))
+    with pytest.raises(FaceEditError, match=f"reads {width}-wide .* 768 wide: encode with LaTo Text Encode"):
+        patcher.model.extra_conds(cross_attn=torch.zeros(1, 77, 768))   # an SD1.5 CLIP's conditioning
