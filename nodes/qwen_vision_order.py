@@ -10,6 +10,7 @@ CLIP users and a core that already has the step are left alone.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import torch
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=None)   # reads the source file once per class, not once per encode
 def restores_raster_order(tower_class) -> bool | None:
     """Whether this core's vision tower already undoes its window order (None: its source cannot be read)."""
     try:
@@ -35,9 +37,9 @@ def vision_towers(clip) -> list[torch.nn.Module]:
 
 @contextmanager
 def image_tokens_in_raster_order(clip):
-    towers = [t for t in vision_towers(clip) if restores_raster_order(type(t)) is False]
-    unknown = [t for t in vision_towers(clip) if restores_raster_order(type(t)) is None]
-    if unknown:
+    found = {tower: restores_raster_order(type(tower)) for tower in vision_towers(clip)}
+    towers = [tower for tower, restores in found.items() if restores is False]
+    if None in found.values():
         log.warning("LaTo Text Encode: cannot read core's Qwen vision tower source; image tokens are used in the "
                     "order core returns them")
     for tower in towers:
